@@ -1,0 +1,145 @@
+"""SegFormer3D: parameter count, shapes for any size and per-axis strides, argument checks, gradients, modes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segformer3d_auto.model import SegFormer3D, create_model
+
+ANISO = dict(
+    patch_kernel_size=[(3, 7, 7), 3, 3, 3],
+    patch_stride=[(1, 4, 4), 2, 2, 2],
+    patch_padding=[(1, 3, 3), 1, 1, 1],
+    sr_ratios=[(1, 4, 4), 2, 1, 1],
+)
+
+
+def test_default_parameter_count_is_the_papers() -> None:
+    model = SegFormer3D(in_channels=4, num_classes=3)
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 4_525_251
+
+
+def test_parameter_count_per_extra_class_and_channel() -> None:
+    base = sum(p.numel() for p in SegFormer3D(in_channels=1, num_classes=3).parameters())
+    assert base == 4_492_323
+    assert sum(p.numel() for p in SegFormer3D(in_channels=1, num_classes=14).parameters()) == base + 11 * 257
+
+
+@pytest.mark.parametrize("size", [(32, 32, 32), (64, 96, 128), (32, 64, 96)])
+def test_output_has_input_size(size: tuple[int, int, int]) -> None:
+    model = SegFormer3D(in_channels=2, num_classes=5).eval()
+    with torch.inference_mode():
+        out = model(torch.randn(1, 2, *size))
+    assert out.shape == (1, 5, *size)
+    assert out.is_contiguous()
+
+
+def test_anisotropic_per_axis_strides() -> None:
+    model = SegFormer3D(in_channels=1, num_classes=3, **ANISO)
+    assert model.total_stride == (8, 32, 32)
+    assert model.stage_grids((16, 128, 128)) == [(16, 32, 32), (8, 16, 16), (4, 8, 8), (2, 4, 4)]
+    out = model.eval()(torch.randn(1, 1, 16, 128, 128))
+    assert out.shape == (1, 3, 16, 128, 128)
+
+
+def test_size_not_divisible_by_total_stride_names_valid_sizes() -> None:
+    model = SegFormer3D(in_channels=1, num_classes=2)
+    with pytest.raises(ValueError, match=r"multiple of the total stride \(32, 32, 32\)"):
+        model(torch.randn(1, 1, 48, 64, 64))
+
+
+def test_spatial_reduction_larger_than_grid_is_refused() -> None:
+    model = SegFormer3D(in_channels=1, num_classes=2, sr_ratios=[16, 2, 1, 1])
+    with pytest.raises(ValueError, match="spatial-reduction"):
+        model.stage_grids((32, 32, 32))
+
+
+def test_wrong_channel_count_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"expected input \(B, 4"):
+        SegFormer3D()(torch.randn(1, 1, 32, 32, 32))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(embed_dims=[32, 64, 160]), "same length"),
+        (dict(num_heads=[3, 2, 5, 8]), "divisible by num_heads"),
+        (dict(patch_stride=[(1, 4), 2, 2, 2]), "patch_stride must be an int or a"),
+        (dict(patch_stride=[0, 2, 2, 2]), "positive"),
+        (dict(patch_padding=[1, 1, 1, 1]), "kernel - 2 \\* padding"),
+        (dict(sr_ratios=[4.0, 2, 1, 1]), "sr_ratios must be an int"),
+        (dict(in_channels=0), "in_channels"),
+        (dict(num_classes=True), "num_classes"),
+        (dict(decoder_dropout=1.5), "decoder_dropout"),
+        (dict(depths="2222"), "depths must be a non-empty list"),
+        (dict(mlp_ratios=[4, 4, -1, 4]), "mlp_ratios"),
+    ],
+)
+def test_malformed_arguments_raise(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SegFormer3D(**kwargs)
+
+
+def test_every_parameter_gets_a_gradient() -> None:
+    torch.manual_seed(0)
+    model = SegFormer3D(in_channels=1, num_classes=2, **ANISO).train()
+    out = model(torch.randn(2, 1, 8, 64, 64))
+    out.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert missing == []
+    zero = [n for n, p in model.named_parameters() if p.grad.abs().sum() == 0]
+    assert zero == []
+
+
+def test_train_and_eval_modes() -> None:
+    """Train mode uses and updates batch statistics; eval mode uses the running ones and treats samples apart."""
+    torch.manual_seed(0)
+    model = SegFormer3D(in_channels=1, num_classes=2)
+    bn = model.stages[0].blocks[0].mlp.bn
+    x = torch.randn(2, 1, 32, 32, 32)
+    model.train()
+    before = bn.running_mean.clone()
+    model(x).sum().backward()
+    assert not torch.equal(bn.running_mean, before)
+    model.eval()
+    running = bn.running_mean.clone()
+    with torch.inference_mode():
+        together = model(x)
+        alone = model(x[:1])
+        again = model(x)
+    assert torch.equal(bn.running_mean, running)
+    assert torch.allclose(together[:1], alone, rtol=1e-4, atol=1e-3)
+    assert torch.equal(together, again)
+    model.train()
+    with torch.no_grad():
+        batch_dependent = model(torch.cat([x[:1], torch.rand_like(x[1:])]))
+    assert not torch.allclose(batch_dependent[:1], model(x)[:1].detach(), atol=1e-3)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    torch.manual_seed(0)
+    model = SegFormer3D(in_channels=1, num_classes=2).train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm3d):
+            module.track_running_stats = False  # recomputation would update running stats twice
+            module.running_mean = module.running_var = None
+    x = torch.randn(2, 1, 32, 32, 32)
+    model(x).sum().backward()
+    plain = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model.set_grad_checkpointing(True)
+    model(x).sum().backward()
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.grad, plain[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_registry_variants() -> None:
+    b0 = create_model("segformer3d_b0", in_channels=4, num_classes=3)
+    assert sum(p.numel() for p in b0.parameters()) == 4_525_251
+    b1 = create_model("segformer3d_b1", in_channels=1, num_classes=2)
+    b2 = create_model("segformer3d_b2", in_channels=1, num_classes=2)
+    sizes = [sum(p.numel() for p in m.parameters()) for m in (b0, b1, b2)]
+    assert sizes[0] < sizes[1] < sizes[2]
+    with pytest.raises(ValueError, match="known models: segformer3d_b0"):
+        create_model("segformer3d_b9")
