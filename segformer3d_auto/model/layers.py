@@ -9,13 +9,32 @@ the grid ``(D, H, W)`` explicitly, so nothing assumes a cube.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 Grid = tuple[int, int, int]
+
+_attention: Callable[..., torch.Tensor] = F.scaled_dot_product_attention
+
+
+@contextmanager
+def attention_implementation(fn: Callable[..., torch.Tensor]) -> Iterator[None]:
+    """Use ``fn`` (same signature as ``F.scaled_dot_product_attention``) for attention inside the block.
+
+    The planner's memory estimate runs the network on the ``meta`` device, where PyTorch falls back to the
+    math attention that stores the full score matrix; it swaps in a function that saves what the fused kernels
+    used in training (CPU flash attention, CUDA flash/memory-efficient attention) save.
+    """
+    global _attention
+    previous, _attention = _attention, fn
+    try:
+        yield
+    finally:
+        _attention = previous
 
 
 def to_3tuple(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
@@ -155,7 +174,7 @@ class EfficientSelfAttention(nn.Module):
             reduced = volume_to_tokens(self.sr(tokens_to_volume(x, grid)))
             x = self.norm(reduced)
         kv = self.kv(x).view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(
+        out = _attention(
             q, kv[0], kv[1], dropout_p=self.attn_drop if self.training else 0.0, scale=self.head_dim**-0.5
         )
         out = out.transpose(1, 2).reshape(b, n, c)

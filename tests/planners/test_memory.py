@@ -1,0 +1,47 @@
+"""The training-memory estimate: counted on the meta device, equal to what a real CPU forward saves."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segformer3d_auto.model import create_model
+from segformer3d_auto.planners.memory import count_saved_tensors, estimate_training_memory
+
+ANISO = dict(
+    in_channels=1, num_classes=3,
+    patch_kernel_size=[(3, 7, 7), 3, 3, 3], patch_stride=[(1, 4, 4), 2, 2, 2],
+    patch_padding=[(1, 3, 3), 1, 1, 1], sr_ratios=[(1, 4, 4), 2, 1, 1],
+)
+
+
+@pytest.mark.parametrize("kwargs, patch", [(dict(in_channels=2, num_classes=3), (32, 64, 64)), (ANISO, (8, 64, 64))])
+def test_estimate_matches_bytes_saved_on_cpu(kwargs: dict, patch: tuple[int, int, int]) -> None:
+    torch.manual_seed(0)
+    model = create_model("segformer3d_b0", **kwargs).train()
+    batch = torch.randn(2, kwargs["in_channels"], *patch)
+    measured, _ = count_saved_tensors(model, batch)
+    estimate = estimate_training_memory("segformer3d_b0", kwargs, patch, 2)
+    assert abs(estimate.activations - measured) <= 0.10 * measured
+
+
+def test_estimate_grows_with_patch_and_batch() -> None:
+    kwargs = dict(in_channels=1, num_classes=2)
+    small = estimate_training_memory("segformer3d_b0", kwargs, (32, 32, 32), 2).total
+    larger_patch = estimate_training_memory("segformer3d_b0", kwargs, (64, 64, 64), 2).total
+    larger_batch = estimate_training_memory("segformer3d_b0", kwargs, (32, 32, 32), 4).total
+    assert small < larger_batch < larger_patch
+    assert larger_patch > 5 * small
+
+
+def test_estimate_reports_gib_and_refuses_bad_input() -> None:
+    estimate = estimate_training_memory("segformer3d_b0", dict(in_channels=1, num_classes=2), (32, 32, 32), 2)
+    report = estimate.as_dict()
+    assert report["estimated_gb"] == pytest.approx(estimate.total / 1024**3, abs=1e-3)
+    assert estimate.parameters == 4 * 4 * sum(
+        p.numel() for p in create_model("segformer3d_b0", in_channels=1, num_classes=2).parameters()
+    )
+    with pytest.raises(ValueError, match="batch_size"):
+        estimate_training_memory("segformer3d_b0", dict(in_channels=1, num_classes=2), (32, 32, 32), 0)
+    with pytest.raises(ValueError, match="total stride"):
+        estimate_training_memory("segformer3d_b0", dict(in_channels=1, num_classes=2), (40, 32, 32), 2)
