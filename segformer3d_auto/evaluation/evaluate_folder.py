@@ -227,4 +227,4 @@ def map_cases(function, jobs: list, num_processes: int, description: str) -> lis
 
     workers = min(num_processes, len(jobs))
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(tqdm(pool.map(function, jobs), total=len(jobs), desc=description, unit="case"))
+        return list(tqdm(pool.map(function, jobs), total=len(jobs), desc=description, unit="case", leave=False))
