@@ -159,9 +159,9 @@ def aggregate(per_case: Sequence[dict], keys: Sequence[str]) -> tuple[dict, dict
         ``(mean, foreground_mean)``: ``mean[key][metric]`` and ``foreground_mean[metric]``.
     """
     mean = {
-        key: {m: _nanmean([case["metrics"][key][m] for case in per_case]) for m in METRIC_KEYS} for key in keys
+        key: {m: nanmean([case["metrics"][key][m] for case in per_case]) for m in METRIC_KEYS} for key in keys
     }
-    foreground_mean = {m: _nanmean([mean[key][m] for key in keys]) for m in METRIC_KEYS}
+    foreground_mean = {m: nanmean([mean[key][m] for key in keys]) for m in METRIC_KEYS}
     return mean, foreground_mean
 
 
@@ -207,7 +207,8 @@ def _label_manager(spec: object) -> tuple[object, str | None]:
     raise TypeError(f"expected a LabelManager, a dataset.json dict or its path, got {type(spec).__name__}")
 
 
-def _nanmean(values: Sequence[float]) -> float:
+def nanmean(values: Sequence[float]) -> float:
+    """Mean without the NaN entries; NaN (and no warning) when nothing is left."""
     array = np.asarray(values, dtype=float)
     if array.size == 0 or np.isnan(array).all():
         return math.nan
