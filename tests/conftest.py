@@ -1,0 +1,54 @@
+"""Shared fixtures: isolated data roots and small synthetic datasets written by the real generators."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from segformer3d_auto.dataset.synthetic import make_ct_dataset, make_mri_regions_dataset, make_msd_task
+
+
+@dataclass
+class SF3DRoots:
+    """The three data roots of one test, all under its ``tmp_path``."""
+
+    raw: Path
+    preprocessed: Path
+    results: Path
+
+
+@pytest.fixture
+def sf3d_roots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SF3DRoots:
+    """Point SF3D_RAW / SF3D_PREPROCESSED / SF3D_RESULTS (and SF3D_HOME) at fresh folders under tmp_path.
+
+    Subprocesses started by the test inherit the variables.
+    """
+    roots = SF3DRoots(tmp_path / "raw", tmp_path / "preprocessed", tmp_path / "results")
+    for root in (roots.raw, roots.preprocessed, roots.results):
+        root.mkdir()
+    monkeypatch.setenv("SF3D_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SF3D_RAW", str(roots.raw))
+    monkeypatch.setenv("SF3D_PREPROCESSED", str(roots.preprocessed))
+    monkeypatch.setenv("SF3D_RESULTS", str(roots.results))
+    return roots
+
+
+@pytest.fixture
+def mri_dataset(sf3d_roots: SF3DRoots) -> Path:
+    """``Dataset501_SyntheticBraTS`` in the raw root: 6 training + 2 test cases, 4 channels, 32^3, regions."""
+    return make_mri_regions_dataset(sf3d_roots.raw, num_cases=6, shape=(32, 32, 32), num_test_cases=2)
+
+
+@pytest.fixture
+def ct_dataset(sf3d_roots: SF3DRoots) -> Path:
+    """``Dataset502_SyntheticCT`` in the raw root: 6 training + 2 test cases, 1 CT channel, about 16x48x48
+    voxels of 5 x 0.8 x 0.8 mm, flipped direction, nonzero origins, labels liver 1 and kidney 2."""
+    return make_ct_dataset(sf3d_roots.raw, num_cases=6, shape=(16, 48, 48), num_test_cases=2)
+
+
+@pytest.fixture
+def msd_task(tmp_path: Path) -> Path:
+    """A legacy MSD folder ``tmp_path/msd/Task05_Prostate``: 4 training + 2 test 4D two-channel cases."""
+    return make_msd_task(tmp_path / "msd", num_cases=4, shape=(12, 24, 24))
