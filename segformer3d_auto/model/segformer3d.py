@@ -136,11 +136,15 @@ class AllMLPDecoder(nn.Module):
         for i, (feature, projection) in enumerate(zip(features, self.linear_c)):
             grid = (feature.shape[2], feature.shape[3], feature.shape[4])
             tokens = projection(feature.permute(0, 2, 3, 4, 1).reshape(feature.shape[0], -1, feature.shape[1]))
-            part = tokens_to_volume(F.linear(tokens, weight[:, self.num_scales - 1 - i]), grid)
+            # the folded BatchNorm shift rides along with the finest scale's matrix product
+            scale_weight = weight[:, self.num_scales - 1 - i]
+            part = tokens_to_volume(F.linear(tokens, scale_weight, bias if i == 0 else None), grid)
             if grid != target:
                 part = F.interpolate(part, size=target, mode="trilinear", align_corners=False)
-            fused = part if fused is None else fused + part
-        fused = self.fuse_bn(fused) if bias is None else fused + bias.view(1, -1, 1, 1, 1)
+            # in place: neither the matrix product nor the interpolation needs its output for the backward pass
+            fused = part if fused is None else fused.add_(part)
+        if bias is None:
+            fused = self.fuse_bn(fused)
         x = self.dropout(self.act(fused))
         logits = F.conv3d(x, self.pred.weight, self.pred.bias).contiguous()
         if tuple(logits.shape[2:]) != tuple(output_size):
