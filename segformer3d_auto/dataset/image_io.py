@@ -93,8 +93,8 @@ def read_images(paths: Sequence[str | Path]) -> tuple[np.ndarray, dict]:
         InputError: naming the file, when it is unreadable or truncated, not 3D, not scalar, contains NaN or
             inf, or its geometry (shape, spacing, origin, direction) differs from the first channel's.
     """
-    if len(paths) == 0:
-        raise ValueError("read_images needs at least one file")
+    if isinstance(paths, (str, Path)) or len(paths) == 0:
+        raise ValueError(f"read_images needs a non-empty list of channel files, got {paths!r}")
     arrays: list[np.ndarray] = []
     first: dict | None = None
     for path in paths:

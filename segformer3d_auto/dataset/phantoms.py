@@ -65,8 +65,11 @@ def mri_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.
 
 
 def ct_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """An abdominal-CT-like case, (1, z, y, x) int16 Hounsfield units: air around a body, a spine, a liver (1, ~60 HU)
-    and a kidney (2, ~150 HU, contrast-enhanced), with noise."""
+    """An abdominal-CT-like case as (1, z, y, x) int16 Hounsfield units, and its labels.
+
+    Air (-1000) around a body of soft tissue (~35 HU) with a spine (~450 HU, unlabelled), a liver (label 1,
+    ~60 HU) and a contrast-enhanced kidney (label 2, ~150 HU), plus noise (8 HU).
+    """
     size = np.asarray(shape, dtype=float)
     body_c = size / 2 + np.r_[0.0, rng.uniform(-0.03, 0.03, 2) * size[1:]]
     body_r = np.r_[size[0] * 10.0, size[1:] * rng.uniform(0.38, 0.45, 2)]  # a cylinder along z
@@ -85,7 +88,7 @@ def ct_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.n
     seg[ellipsoid(shape, kidney_c, kidney_r) & body] = 2
     hu[seg == 1] = 60.0 + rng.uniform(-5, 5)
     hu[seg == 2] = 150.0 + rng.uniform(-10, 10)
-    hu += 12.0 * smooth_noise(rng, shape, sigma=0.6)
+    hu += 8.0 * smooth_noise(rng, shape, sigma=0.6)
     return np.clip(np.rint(hu), -1024, 3071).astype(np.int16)[None], seg
 
 
