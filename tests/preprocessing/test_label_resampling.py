@@ -16,7 +16,10 @@ def _reference(seg: np.ndarray, new_shape: tuple[int, int, int], order: int) -> 
     values = []
     for label in labels:
         mask = torch.from_numpy((seg == label).astype(np.float64))
-        values.append(torch.einsum("az,by,cx,zyx->abc", mats[0], mats[1], mats[2], mask).numpy())
+        value = torch.tensordot(mats[0], mask, dims=([1], [0]))  # (a, y, x)
+        value = torch.tensordot(mats[1], value, dims=([1], [1]))  # (b, a, x)
+        value = torch.tensordot(mats[2], value, dims=([1], [2]))  # (c, b, a)
+        values.append(value.permute(2, 1, 0).numpy())
     return labels[np.argmax(np.stack(values), axis=0)]
 
 
