@@ -184,3 +184,12 @@ def _as_tuple(value: int | Sequence[int]) -> tuple[int, ...]:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def class_key(label_or_region: int | Sequence[int]) -> str:
+    """The key of a label (``"2"``) or region (``"(1, 2, 3)"``; a one-label region is ``"1"``) in every file that
+    lists classes: ``summary.json``, ``postprocessing.json`` and the preprocessed ``class_locations``."""
+    if isinstance(label_or_region, (tuple, list)):
+        values = tuple(int(v) for v in label_or_region)
+        return str(values[0]) if len(values) == 1 else str(values)
+    return str(int(label_or_region))

@@ -22,18 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from segformer3d_auto.dataset.labels import class_key
 from segformer3d_auto.errors import InputError
 from segformer3d_auto.evaluation.metrics import METRIC_KEYS, compute_metrics, region_or_label_to_mask
 
 ClassSpec = int | tuple[int, ...]
-
-
-def class_key(label_or_region: ClassSpec) -> str:
-    """The summary key of a label (``"2"``) or region (``"(1, 2, 3)"``; a one-label region is ``"1"``)."""
-    if isinstance(label_or_region, (tuple, list)):
-        values = tuple(int(v) for v in label_or_region)
-        return str(values[0]) if len(values) == 1 else str(values)
-    return str(int(label_or_region))
 
 
 def evaluate_folder(

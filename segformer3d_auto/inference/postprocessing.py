@@ -60,7 +60,7 @@ def keep_largest_component(mask: np.ndarray) -> np.ndarray:
 
 def apply_postprocessing(seg: np.ndarray, pp: Mapping, label_manager: object) -> np.ndarray:
     """Apply a ``postprocessing.json`` dict to a label map; returns a new array (``seg`` is left as it is)."""
-    from segformer3d_auto.evaluation.evaluate_folder import class_key
+    from segformer3d_auto.dataset.labels import class_key
     from segformer3d_auto.evaluation.metrics import region_or_label_to_mask
 
     pp = check_postprocessing(pp, label_manager)
@@ -83,7 +83,7 @@ def check_postprocessing(pp: object, label_manager: object, source: str = "postp
         InputError: ``"{source}: <problem>"`` for a non-dict, an unknown key, a non-bool foreground flag, or
             a class key that is not a label or region of the dataset.
     """
-    from segformer3d_auto.evaluation.evaluate_folder import class_key
+    from segformer3d_auto.dataset.labels import class_key
 
     if not isinstance(pp, Mapping):
         raise InputError(f"{source}: must be a JSON object, got {type(pp).__name__}")
@@ -186,7 +186,7 @@ def _fallback_label(target: int | tuple[int, ...], classes: Sequence[int | tuple
 def _dice_job(job: tuple) -> list[dict[str, float]]:
     """Per-class Dice of one case under each postprocessing variant."""
     from segformer3d_auto.dataset.image_io import geometry_difference, read_segmentation
-    from segformer3d_auto.evaluation.evaluate_folder import class_key
+    from segformer3d_auto.dataset.labels import class_key
     from segformer3d_auto.evaluation.metrics import confusion_counts, dice_iou, region_or_label_to_mask
 
     ref_file, pred_file, label_manager, variants = job

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from segformer3d_auto.dataset.labels import class_key
 from segformer3d_auto.preprocessing.cropping import crop_to_nonzero
 from segformer3d_auto.preprocessing.normalization import normalize
 from segformer3d_auto.preprocessing.resampling import compute_new_shape, resample
@@ -114,7 +115,7 @@ def sample_foreground_locations(
         num_samples: coordinates kept per class at most, unless 1% of the class's voxels is more.
 
     Returns:
-        ``{key: [[z, y, x], ...]}`` with key ``str(label)`` for a label and ``str(tuple(region))`` for a region,
+        ``{key: [[z, y, x], ...]}`` with key ``str(label)`` for a label and ``class_key(region)`` for a region,
         e.g. ``"1"`` and ``"(1, 2)"``. A class holds ``max(min(num_samples, n), ceil(n / 100))`` coordinates
         drawn without replacement from its ``n`` voxels (an empty list when absent).
     """
@@ -125,10 +126,11 @@ def sample_foreground_locations(
     rng = np.random.default_rng(seed)
     locations: dict[str, list[list[int]]] = {}
     for item in classes_or_regions:
+        key = class_key(item)
         if isinstance(item, (list, tuple)):
-            key, mask = str(tuple(int(v) for v in item)), np.isin(seg, np.asarray(item))
+            mask = np.isin(seg, np.asarray(item))
         else:
-            key, mask = str(int(item)), seg == int(item)
+            mask = seg == int(item)
         flat = np.flatnonzero(mask)
         count = max(min(num_samples, flat.size), math.ceil(flat.size / 100))
         chosen = np.sort(rng.choice(flat, size=count, replace=False)) if count else flat[:0]

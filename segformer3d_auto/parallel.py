@@ -1,0 +1,71 @@
+"""Per-case work in parallel processes, with a progress bar: one pool reused across a command's stages.
+
+Workers are spawned (not forked: the parent may have started PyTorch's OpenMP threads, which do not survive a
+fork) and pinned to one thread each, so ``-np`` processes use ``-np`` cores. Starting a worker costs the imports
+once; reusing the pool across stages pays that once per command rather than once per stage.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+from tqdm import tqdm
+
+
+def _single_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+class CaseMap:
+    """``map`` over cases in ``num_processes`` processes (in this process when 1), with a progress bar.
+
+    Use as a context manager; call ``map(fn, jobs, description)``. ``fn`` must be a module-level function.
+    """
+
+    def __init__(self, num_processes: int = 1, progress: bool = True) -> None:
+        if num_processes < 1:
+            raise ValueError(f"num_processes must be >= 1, got {num_processes}")
+        self.num_processes = num_processes
+        self.progress = progress
+        self._pool: ProcessPoolExecutor | None = None
+
+    def __enter__(self) -> CaseMap:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+    def map(self, fn: Callable[[Any], Any], jobs: Iterable[Any], description: str = "cases") -> list[Any]:
+        """``[fn(job) for job in jobs]``, in order."""
+        jobs = list(jobs)
+        bar = tqdm(total=len(jobs), desc=description, unit="case", disable=not self.progress or not jobs,
+                   leave=False)
+        try:
+            if self.num_processes == 1 or len(jobs) <= 1:
+                results = []
+                for job in jobs:
+                    results.append(fn(job))
+                    bar.update()
+                return results
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    self.num_processes, mp_context=multiprocessing.get_context("spawn"), initializer=_single_thread
+                )
+            results = []
+            for result in self._pool.map(fn, jobs):
+                results.append(result)
+                bar.update()
+            return results
+        finally:
+            bar.close()
+
+    def bind(self, description: str) -> Callable[[Callable[[Any], Any], Iterable[Any]], list[Any]]:
+        """A ``map``-like function with a fixed progress-bar description, for library functions taking ``map_fn``."""
+        return lambda fn, jobs: self.map(fn, jobs, description)

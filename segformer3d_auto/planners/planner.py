@@ -1,0 +1,210 @@
+"""The experiment planner: from a fingerprint to ``plans.json`` for SegFormer3D.
+
+Spacing, transpose, normalization and resampling follow nnU-Net v2's rules, so an nnU-Net user finds the same
+choices. The network part is SegFormer3D's own: per-axis strides, kernels and spatial-reduction ratios from
+``topology.py``, and a patch and batch chosen so that the counted training memory of the real network
+(``memory.py``) fits the GPU memory given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from segformer3d_auto.dataset.labels import LabelManager
+from segformer3d_auto.planners.memory import GIB, MemoryEstimate, estimate_training_memory
+from segformer3d_auto.planners.topology import Topology, plan_topology
+from segformer3d_auto.preprocessing.normalization import scheme_for_channel_name
+
+ANISO_THRESHOLD = 3.0
+INITIAL_PATCH_VOXELS = 256**3
+MAX_DATASET_COVERED = 0.05
+MIN_BATCH_SIZE = 2
+CONFIGURATION = "3d_fullres"
+
+
+def target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> list[float]:
+    """Median spacing; for strongly anisotropic data the coarse axis takes its 10th percentile instead (nnU-Net).
+
+    That keeps thick-slice datasets from being resampled to the coarsest slices of a few cases.
+    """
+    target = np.median(spacings, axis=0)
+    target_size = np.median(shapes, axis=0)
+    worst = int(np.argmax(target))
+    others = [a for a in range(3) if a != worst]
+    aniso_spacing = target[worst] > ANISO_THRESHOLD * max(target[others])
+    aniso_voxels = target_size[worst] * ANISO_THRESHOLD < min(target_size[others])
+    if aniso_spacing and aniso_voxels:
+        coarse = np.percentile(spacings[:, worst], 10)
+        target[worst] = max(coarse, max(target[others]) + 1e-5)
+    return [float(s) for s in target]
+
+
+def transpose_for(spacing: Sequence[float]) -> tuple[list[int], list[int]]:
+    """Coarsest axis first, the others in their order; and the inverse permutation."""
+    worst = int(np.argmax(spacing))
+    forward = [worst] + [a for a in range(3) if a != worst]
+    backward = [forward.index(a) for a in range(3)]
+    return forward, backward
+
+
+def initial_patch(spacing: Sequence[float], median_shape: Sequence[int]) -> list[int]:
+    """A patch proportional to 1/spacing (isotropic in mm) of 256^3 voxels, clipped to the median image shape."""
+    tmp = 1.0 / np.asarray(spacing, dtype=float)
+    tmp = tmp * (INITIAL_PATCH_VOXELS / np.prod(tmp)) ** (1 / 3)
+    return [int(min(round(t), m)) for t, m in zip(tmp, median_shape)]
+
+
+def fit_to_topology(spacing: Sequence[float], patch: Sequence[int]) -> tuple[list[int], Topology]:
+    """Round a patch to a multiple of the total stride of its own topology (which depends on the patch)."""
+    patch = [max(1, int(p)) for p in patch]
+    for _ in range(8):
+        topology = plan_topology(spacing, patch)
+        stride = topology.total_stride
+        fitted = [max(s, (p // s) * s) for p, s in zip(patch, stride)]
+        if fitted == patch:
+            return patch, topology
+        patch = fitted
+    return patch, plan_topology(spacing, patch)
+
+
+class _Estimator:
+    """Cached memory estimates for one network variant and dataset."""
+
+    def __init__(self, model: str, in_channels: int, num_classes: int) -> None:
+        self.model, self.in_channels, self.num_classes = model, in_channels, num_classes
+        self.estimate = lru_cache(maxsize=None)(self._estimate)
+
+    def kwargs(self, topology: Topology) -> dict[str, Any]:
+        return {"in_channels": self.in_channels, "num_classes": self.num_classes, **topology.network_kwargs()}
+
+    def _estimate(self, spacing: tuple[float, ...], patch: tuple[int, ...], batch_size: int) -> MemoryEstimate:
+        topology = plan_topology(spacing, patch)
+        return estimate_training_memory(self.model, self.kwargs(topology), patch, batch_size)
+
+
+def plan_network(
+    spacing: Sequence[float],
+    median_shape: Sequence[int],
+    in_channels: int,
+    num_classes: int,
+    num_cases: int,
+    gpu_memory_gb: float = 8.0,
+    model: str = "segformer3d_b0",
+) -> dict[str, Any]:
+    """Patch size, batch size and network of the 3d_fullres configuration.
+
+    Starts from a spacing-proportional patch clipped to the median shape, shrinks the axis that is largest relative
+    to the median image until a batch of two fits ``gpu_memory_gb``, then grows the batch while it fits, at most
+    to 5% of the dataset's voxels.
+
+    Raises:
+        ValueError: for a non-positive memory target.
+    """
+    if gpu_memory_gb <= 0:
+        raise ValueError(f"gpu_memory_gb must be positive, got {gpu_memory_gb}")
+    target = gpu_memory_gb * GIB
+    spacing = tuple(float(s) for s in spacing)
+    estimator = _Estimator(model, in_channels, num_classes)
+    patch, topology = fit_to_topology(spacing, initial_patch(spacing, median_shape))
+    while estimator.estimate(spacing, tuple(patch), MIN_BATCH_SIZE).total > target:
+        ratios = [p / m for p, m in zip(patch, median_shape)]
+        shrinkable = [a for a in range(3) if patch[a] > topology.total_stride[a]]
+        if not shrinkable:
+            break
+        axis = max(shrinkable, key=lambda a: (ratios[a], patch[a]))
+        patch[axis] -= topology.total_stride[axis]
+        patch, topology = fit_to_topology(spacing, patch)
+
+    one = estimator.estimate(spacing, tuple(patch), 1).total
+    two = estimator.estimate(spacing, tuple(patch), 2).total
+    per_sample = max(two - one, 1)
+    batch_size = max(MIN_BATCH_SIZE, int((target - (one - per_sample)) // per_sample))
+    while batch_size > MIN_BATCH_SIZE and estimator.estimate(spacing, tuple(patch), batch_size).total > target:
+        batch_size -= 1
+    dataset_voxels = float(np.prod(median_shape)) * num_cases
+    cap = round(dataset_voxels * MAX_DATASET_COVERED / np.prod(patch))
+    batch_size = max(min(batch_size, cap), MIN_BATCH_SIZE)
+    estimate = estimator.estimate(spacing, tuple(patch), batch_size)
+    return {
+        "patch_size": patch,
+        "batch_size": batch_size,
+        "network": {"name": model, "kwargs": estimator.kwargs(topology)},
+        "memory": {"target_gb": float(gpu_memory_gb), **estimate.as_dict(),
+                   "note": "float32 activations counted on the meta device; mixed precision on CUDA uses less"},
+    }
+
+
+def plan_experiment(
+    fingerprint: dict[str, Any],
+    dataset_json: dict[str, Any],
+    dataset_name: str,
+    gpu_memory_gb: float = 8.0,
+    model: str = "segformer3d_b0",
+) -> dict[str, Any]:
+    """The whole ``plans.json`` for a dataset.
+
+    Args:
+        fingerprint: the dataset fingerprint (``extract_fingerprint``).
+        dataset_json: the dataset's validated ``dataset.json``.
+        dataset_name: ``DatasetXXX_Name``.
+        gpu_memory_gb: GPU memory that one training process may use.
+        model: registered SegFormer3D variant.
+    """
+    spacings = np.asarray(fingerprint["spacings"], dtype=float)
+    shapes = np.asarray(fingerprint["shapes_after_crop"], dtype=float)
+    spacing = target_spacing(spacings, shapes)
+    forward, backward = transpose_for(spacing)
+    new_shapes = np.round(spacings / np.asarray(spacing) * shapes)
+    median_shape = [int(v) for v in np.median(new_shapes, axis=0)[forward]]
+    spacing_t = [spacing[a] for a in forward]
+
+    channel_names = dataset_json["channel_names"]
+    schemes = [scheme_for_channel_name(channel_names[str(c)]) for c in range(len(channel_names))]
+    crop_removed_much = fingerprint["median_relative_size_after_cropping"] < 0.75
+    use_mask = [bool(crop_removed_much and s == "ZScoreNormalization") for s in schemes]
+    labels = LabelManager.from_dataset_json(dataset_json)
+
+    network = plan_network(
+        spacing_t, median_shape, len(schemes), labels.num_segmentation_heads, len(spacings), gpu_memory_gb, model
+    )
+    patch = network["patch_size"]
+    resampling = {
+        "data": {"order": 3, "order_z": 0, "force_separate_z": None, "anisotropy_threshold": ANISO_THRESHOLD},
+        "seg": {"order": 1, "order_z": 0, "force_separate_z": None, "anisotropy_threshold": ANISO_THRESHOLD},
+        "probabilities": {"order": 1, "order_z": 0, "force_separate_z": None,
+                          "anisotropy_threshold": ANISO_THRESHOLD},
+    }
+    configuration = {
+        "data_identifier": CONFIGURATION,
+        "spacing": spacing_t,
+        "patch_size": patch,
+        "batch_size": network["batch_size"],
+        "median_image_size_in_voxels": median_shape,
+        "normalization_schemes": schemes,
+        "use_mask_for_norm": use_mask,
+        "resampling": resampling,
+        "mirror_axes": [0, 1, 2],
+        "anisotropic": bool(max(patch) / patch[0] > ANISO_THRESHOLD),
+        "network": network["network"],
+        "memory": network["memory"],
+    }
+    return {
+        "dataset_name": dataset_name,
+        "plans_name": "SegFormer3DPlans",
+        "original_median_spacing_after_transp": spacing_t,
+        "original_median_shape_after_transp": [int(v) for v in np.median(shapes, axis=0)[forward]],
+        "transpose_forward": forward,
+        "transpose_backward": backward,
+        "foreground_intensity_properties_per_channel": fingerprint["foreground_intensity_properties_per_channel"],
+        "configurations": {CONFIGURATION: configuration},
+    }
+
+
+def total_stride(kwargs: dict[str, Any]) -> list[int]:
+    """Total stride per axis of planned network kwargs."""
+    return [math.prod(int(s[a]) for s in kwargs["patch_stride"]) for a in range(3)]
