@@ -1,0 +1,363 @@
+"""The training loop of one fold: epochs of augmented patches, per-epoch pseudo-Dice, checkpoints, resume,
+and the final validation on whole cases.
+
+The same code runs on one process or under ``torchrun`` (DistributedDataParallel): each rank draws its own
+patches (its own seeds), losses and Dice counts are summed over ranks, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+import time
+from typing import Any
+
+import torch
+
+from segformer3d_auto.errors import InputError
+from segformer3d_auto.training import checkpoint as ckpt
+from segformer3d_auto.training import distributed as dist
+from segformer3d_auto.training.config import TrainConfig
+from segformer3d_auto.training.logger import TrainingLog
+
+
+class Trainer:
+    """Train (or validate) one fold as described by ``config``.
+
+    Raises:
+        InputError: see :func:`segformer3d_auto.training.setup.resolve_fold`, and for an unreadable checkpoint.
+    """
+
+    def __init__(self, config: TrainConfig, progress: bool = True) -> None:
+        from segformer3d_auto.dataset.labels import LabelManager
+        from segformer3d_auto.training.setup import resolve_fold
+
+        self.config = config
+        self.progress = progress
+        self.paths = resolve_fold(config.dataset_name, config.fold, config.configuration)
+        self.plan = self.paths.plans["configurations"][config.configuration]
+        self.label_manager = LabelManager.from_dataset_json(self.paths.dataset_json)
+        self.device = dist.init(config.device)
+        self.rank, self.world = dist.rank(), dist.world_size()
+        torch.manual_seed(config.seed + 1000 * self.rank)
+        self.network = self._build_network()
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        from segformer3d_auto.training.losses import SegmentationLoss
+
+        regions = self.label_manager.foreground_regions if self.label_manager.has_regions else None
+        self.loss = SegmentationLoss(regions, self.label_manager.num_segmentation_heads,
+                                     self.label_manager.ignore_label)
+        log_file = self.paths.fold_folder / "training_log.txt" if dist.is_main() else None
+        self.log = TrainingLog(log_file, self.label_manager.names)
+        self.epoch = 0
+        self._stop_signal: int | None = None
+        self.model = self.network
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.network, device_ids=ids)
+        if config.compile:
+            self.model = torch.compile(self.model)
+
+    # ----------------------------------------------------------------------------------------------- setup
+    def _build_network(self) -> torch.nn.Module:
+        from segformer3d_auto.model import create_model
+
+        network_plan = self.plan["network"]
+        kwargs = dict(network_plan.get("kwargs", {}))
+        kwargs["num_classes"] = self.label_manager.num_segmentation_heads
+        network = create_model(network_plan["name"], **kwargs)
+        if self.config.pretrained:
+            load_pretrained(network, self.config.pretrained)
+        return network.to(self.device)
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        choice = self.config.mixed_precision
+        if self.device.type != "cuda" or choice == "no":
+            return None
+        if choice == "fp16":
+            return torch.float16
+        if choice == "bf16" or (choice == "auto" and torch.cuda.is_bf16_supported()):
+            return torch.bfloat16
+        return torch.float16
+
+    @property
+    def batch_size(self) -> int:
+        """Patches per step on this rank: the global batch (flag or plan) split across ranks."""
+        total = self.config.batch_size or int(self.plan.get("batch_size", 2))
+        return max(1, total // self.world + (1 if self.rank < total % self.world else 0))
+
+    def _loaders(self) -> tuple[Any, Any]:
+        from segformer3d_auto.training.augmentation import (
+            default_num_workers,
+            enlarged_patch_size,
+            make_augmenter,
+            training_transforms,
+            validation_transforms,
+        )
+        from segformer3d_auto.training.data_loader import PatchLoader, PreprocessedCases
+
+        patch = [int(p) for p in self.plan["patch_size"]]
+        anisotropic = bool(self.plan.get("anisotropic", False))
+        channels = int(self.plan["network"]["kwargs"].get("in_channels", 1))
+        workers = default_num_workers() if self.config.num_workers is None else self.config.num_workers
+        train_cases = PreprocessedCases(self.paths.data_folder, self.paths.train_cases)
+        val_cases = PreprocessedCases(self.paths.data_folder, self.paths.val_cases or self.paths.train_cases)
+        train = PatchLoader(train_cases, enlarged_patch_size(patch, anisotropic), self.batch_size,
+                            self.config.oversample_foreground, channels)
+        val = PatchLoader(val_cases, patch, self.batch_size, self.config.oversample_foreground, channels)
+        seed = self.config.seed + 100003 * self.rank + 1009 * self.epoch
+        pin = self.device.type == "cuda"
+        transform = training_transforms(patch, self.plan.get("mirror_axes", [0, 1, 2]), anisotropic,
+                                        self.label_manager.has_regions)
+        train_aug = make_augmenter(train, transform, workers, seed, pin)
+        val_aug = make_augmenter(val, validation_transforms(), max(1, workers // 2) if workers else 0, seed + 1, pin)
+        return train_aug, val_aug
+
+    # ---------------------------------------------------------------------------------------------- resume
+    def state_dict(self) -> dict[str, Any]:
+        """Plain checkpoint content (tensors, numbers, strings, lists, dicts only)."""
+        return {
+            "network_weights": {k: v.detach().cpu() for k, v in self.network.state_dict().items()},
+            "optimizer_state": self.optimizer.state_dict(),
+            "grad_scaler_state": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": self.epoch,
+            "config": self.config.to_dict(),
+            "logging": self.log.state_dict(),
+            "best_ema": self.log.best_ema if math.isfinite(self.log.best_ema) else None,
+            "schedule": {"base_lr": self.config.lr, "epochs": self.config.epochs,
+                         "warmup_epochs": self.config.warmup_epochs, "exponent": self.config.poly_exponent},
+        }
+
+    def load_state(self, path: Any) -> None:
+        """Resume from a checkpoint: weights, optimiser, scaler, epoch and curves."""
+        state = ckpt.load_checkpoint(path)
+        try:
+            self.network.load_state_dict(state["network_weights"])
+            if state.get("optimizer_state"):
+                self.optimizer.load_state_dict(state["optimizer_state"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise InputError(f"{path}: does not fit this network ({str(e).splitlines()[0]})") from None
+        if self.scaler is not None and state.get("grad_scaler_state"):
+            self.scaler.load_state_dict(state["grad_scaler_state"])
+        self.epoch = int(state["epoch"])
+        self.log.load_state_dict(state.get("logging", {}), self.epoch)
+
+    def save(self, name: str) -> None:
+        """Write a checkpoint into the fold folder (rank 0 only)."""
+        if dist.is_main():
+            ckpt.save_checkpoint(self.state_dict(), self.paths.fold_folder / name)
+
+    # ------------------------------------------------------------------------------------------------ loop
+    def run(self, resume: bool = False) -> dict | None:
+        """Train the remaining epochs (resuming when asked), save the final checkpoint, validate.
+
+        Returns:
+            The validation summary (rank 0, folds with validation cases), else None.
+        """
+        from segformer3d_auto.atomic import write_json
+        from segformer3d_auto.training.setup import copy_plan_files
+
+        folder = self.paths.fold_folder
+        if self.config.validate_only:
+            self.load_state(folder / ckpt.FINAL)
+            return self.validate()
+        if resume:
+            newest = ckpt.newest_checkpoint(folder)
+            if newest is not None:
+                self.load_state(newest)
+                self.log.write(f"resuming from {newest.name} after epoch {self.epoch}")
+            else:
+                self.log.write("--continue: no checkpoint found, starting from scratch")
+        if dist.is_main():
+            folder.mkdir(parents=True, exist_ok=True)
+            copy_plan_files(self.paths)
+            write_json(self.config.to_dict(), folder / "config.json")
+        if self.epoch == 0:
+            self.log.write(f"training {self.paths.dataset_name} {self.config.fold_name}: "
+                           f"{len(self.paths.train_cases)} training / {len(self.paths.val_cases)} validation cases, "
+                           f"patch {self.plan['patch_size']}, batch {self.batch_size} x {self.world} rank(s)")
+        if self.epoch < self.config.epochs:
+            self._train_epochs()
+        if self._stop_signal is None and dist.is_main():
+            self.save(ckpt.FINAL)
+            (folder / ckpt.LATEST).unlink(missing_ok=True)
+        dist.barrier()
+        return self.validate()
+
+    def _train_epochs(self) -> None:
+        train_aug, val_aug = self._loaders()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while self.epoch < self.config.epochs:
+                self._one_epoch(train_aug, val_aug)
+                if self._stop_signal is not None:
+                    break
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            for aug in (train_aug, val_aug):
+                if hasattr(aug, "_finish"):
+                    aug._finish()
+        if self._stop_signal is not None:
+            self.save(ckpt.LATEST)
+            self.log.write(f"stopped by signal {self._stop_signal}; latest checkpoint after epoch {self.epoch}")
+            raise SystemExit(128 + self._stop_signal)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stop_signal = signum
+
+    def _one_epoch(self, train_aug: Any, val_aug: Any) -> None:
+        from segformer3d_auto.training.losses import pseudo_dice
+        from segformer3d_auto.training.schedule import learning_rate, set_learning_rate
+
+        c = self.config
+        start = time.time()
+        lr = learning_rate(self.epoch, c.lr, c.epochs, c.warmup_epochs, c.poly_exponent)
+        set_learning_rate(self.optimizer, lr)
+        self.model.train()
+        losses = []
+        bar = _bar(c.iterations_per_epoch, f"epoch {self.epoch}", self.progress and dist.is_main())
+        for _ in range(c.iterations_per_epoch):
+            losses.append(self._train_step(next(train_aug)))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            if self._stop_signal is not None:
+                bar.close()
+                return  # the epoch is not counted: resuming repeats it
+        bar.close()
+        self.model.eval()
+        counts = torch.zeros(3, len(self.label_manager.classes_or_regions), dtype=torch.float64)
+        val_losses = []
+        with torch.no_grad():
+            for _ in range(c.val_iterations):
+                batch = next(val_aug)
+                data, seg = batch["data"].to(self.device), batch["seg"].to(self.device)
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    logits = self.model(data)
+                val_losses.append(float(self.loss(logits, seg)))
+                counts += self.loss.dice_counts(logits, seg).cpu()
+        sums = dist.all_reduce_sum(torch.tensor([sum(losses), len(losses), sum(val_losses), len(val_losses)],
+                                                dtype=torch.float64))
+        counts = dist.all_reduce_sum(counts)
+        train_loss = float(sums[0] / max(sums[1], 1))
+        val_loss = float(sums[2] / sums[3]) if sums[3] > 0 else float("nan")
+        ema = self.log.add_epoch(train_loss, val_loss, pseudo_dice(counts), lr, time.time() - start)
+        best_before = max(self.log.curves["ema_fg_dice"][:-1], default=-math.inf, key=_nan_low)
+        self.epoch += 1
+        if dist.is_main():
+            self.log.write(self.log.epoch_line(self.epoch - 1))
+            if self.progress:
+                print(self.log.epoch_line(self.epoch - 1), file=sys.stderr, flush=True)
+            from segformer3d_auto.training.progress_plot import plot_progress
+
+            plot_progress(self.log.curves, self.paths.fold_folder / "progress.png")
+            if not math.isnan(ema) and (math.isnan(best_before) or ema > best_before):
+                self.save(ckpt.BEST)
+            if self.epoch % c.save_every == 0 and self.epoch < c.epochs:
+                self.save(ckpt.LATEST)
+
+    def _train_step(self, batch: dict[str, Any]) -> float:
+        data = batch["data"].to(self.device, non_blocking=True)
+        seg = batch["seg"].to(self.device, non_blocking=True)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss = self.loss(self.model(data), seg)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            loss.backward()
+        if self.config.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return float(loss.detach())
+
+    # ------------------------------------------------------------------------------------------ validation
+    def validate(self) -> dict | None:
+        """Predict the fold's validation cases into ``validation/`` and evaluate them (none for fold ``all``)."""
+        from segformer3d_auto.training.validation import evaluate_validation, validate_fold
+
+        if self.config.fold == "all" or not self.paths.val_cases:
+            return None
+        output = self.paths.fold_folder / "validation"
+        gt = self.paths.preprocessed / "gt_segmentations"
+        validate_fold(self.network, self.paths.val_cases, self.paths.data_folder, gt, output, self.paths.plans,
+                      self.paths.dataset_json, self.config.configuration, self.device, self.rank, self.world)
+        dist.barrier()
+        summary = None
+        if self.world > 1 and dist.is_main():
+            summary = evaluate_validation(gt, output, self.paths.dataset_json)
+        elif self.world == 1:
+            from segformer3d_auto.atomic import read_json
+
+            summary = read_json(output / "summary.json")
+        if summary is not None:
+            dice = summary["foreground_mean"].get("Dice", float("nan"))
+            self.log.write(f"validation mean foreground Dice {dice:.4f}")
+        return summary
+
+
+def load_pretrained(network: torch.nn.Module, path: str) -> None:
+    """Initialise ``network`` from one of our checkpoints or an official SegFormer3D release.
+
+    Tensors whose shape differs (e.g. the prediction layer for another class count) keep their initialisation.
+
+    Raises:
+        InputError: the file is unreadable or shares no tensor with the network.
+    """
+    from pathlib import Path
+
+    from segformer3d_auto.model import convert_official_state_dict
+
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{file}: pretrained checkpoint not found")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(f"{file}: not a readable checkpoint ({str(e).splitlines()[0] if str(e) else e})") from None
+    weights = state.get("network_weights", state) if isinstance(state, dict) else {}
+    own = network.state_dict()
+    if not any(k in own for k in weights):
+        try:
+            weights = convert_official_state_dict(weights)
+        except Exception as e:
+            raise InputError(f"{file}: neither our checkpoint nor an official SegFormer3D one ({e})") from None
+    usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise InputError(f"{file}: no tensor matches the planned network")
+    network.load_state_dict(usable, strict=False)
+
+
+def _nan_low(value: float) -> float:
+    return -math.inf if math.isnan(value) else value
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix(self, **kwargs: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, description: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=description, leave=False, file=sys.stderr)
+
+
+
