@@ -9,6 +9,8 @@ time along its first axis with exactly the result of resampling it whole.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -124,8 +126,13 @@ def _along_rows(x: torch.Tensor, n_out: int, order: int) -> torch.Tensor:
     return out
 
 
+@lru_cache(maxsize=32)
 def _banded(n_in: int, n_out: int, order: int) -> tuple[torch.Tensor, list[tuple[int, int, int, int]]]:
-    """The axis matrix and its blocks: (first row, end row, first input column, end input column)."""
+    """The axis matrix and its blocks: (first row, end row, first input column, end input column).
+
+    Cached, because every slab (and every label of a label map) resizes planes of the same size; callers only
+    read the matrix.
+    """
     indices = axis_taps(n_in, n_out, order)[0]
     windows = []
     for j0 in range(0, n_out, _BLOCK):
