@@ -206,11 +206,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch threads: {torch.get_num_threads()}")
+    if args.large:  # first, so that the peak RSS it reports is its own
+        run_large(1)
     for name, (shape, old_sp, new_sp) in SCENARIOS.items():
         run_scenario(name, shape, old_sp, new_sp, args.repeats)
     run_case(args.repeats)
-    if args.large:
-        run_large(1)
 
 
 if __name__ == "__main__":
