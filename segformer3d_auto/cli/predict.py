@@ -81,7 +81,7 @@ def _main(argv: list[str] | None) -> int:
                           use_mirroring=not args.disable_tta, sw_batch_size=args.sw_batch_size,
                           device=args.device, progress=not args.disable_progress_bar)
     print(f"model {model_folder}, folds {predictor.folds}, device {predictor.device}, "
-          f"TTA {'on' if predictor.mirror_axes else 'off'}", file=sys.stderr)
+          f"TTA {'on' if predictor.mirror_axes else 'off'}")
     written = predict_folder(predictor, args.input, args.output, save_probabilities=args.save_probabilities,
                              continue_prediction=args.continue_prediction, num_parts=args.num_parts,
                              part_id=args.part_id, num_processes=args.num_processes,
