@@ -50,6 +50,14 @@ class MemoryEstimate:
         """All of it, in GiB."""
         return self.total / GIB
 
+    def rescaled(self, batch_size: int, to_batch_size: int) -> MemoryEstimate:
+        """This estimate (made for ``batch_size``) for ``to_batch_size``: everything but the parameters scales with
+        the batch (saved tensors are per sample; the few per-channel ones are negligible)."""
+        def scale(v: int) -> int:
+            return v * to_batch_size // batch_size
+
+        return MemoryEstimate(scale(self.activations), scale(self.workspace), self.parameters, scale(self.batch))
+
     def as_dict(self) -> dict[str, float]:
         """GiB per kind and in total, for ``plans.json``."""
         out = {f"{k}_gb": round(v / GIB, 4) for k, v in asdict(self).items()}

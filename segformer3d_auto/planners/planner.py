@@ -77,14 +77,19 @@ class _Estimator:
 
     def __init__(self, model: str, in_channels: int, num_classes: int) -> None:
         self.model, self.in_channels, self.num_classes = model, in_channels, num_classes
-        self.estimate = lru_cache(maxsize=None)(self._estimate)
+        self._for_two = lru_cache(maxsize=None)(self._estimate_two)
 
     def kwargs(self, topology: Topology) -> dict[str, Any]:
         return {"in_channels": self.in_channels, "num_classes": self.num_classes, **topology.network_kwargs()}
 
-    def _estimate(self, spacing: tuple[float, ...], patch: tuple[int, ...], batch_size: int) -> MemoryEstimate:
+    def estimate(self, spacing: tuple[float, ...], patch: tuple[int, ...], batch_size: int) -> MemoryEstimate:
+        """Memory of a training step; one counted forward per patch, scaled to the batch size."""
+        return self._for_two(spacing, patch).rescaled(2, batch_size)
+
+    def _estimate_two(self, spacing: tuple[float, ...], patch: tuple[int, ...]) -> MemoryEstimate:
+        # counted at batch 2: train-mode BatchNorm needs more than one value per channel
         topology = plan_topology(spacing, patch)
-        return estimate_training_memory(self.model, self.kwargs(topology), patch, batch_size)
+        return estimate_training_memory(self.model, self.kwargs(topology), patch, 2)
 
 
 def plan_network(

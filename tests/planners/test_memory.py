@@ -47,3 +47,10 @@ def test_estimate_reports_gib_and_refuses_bad_input() -> None:
         estimate_training_memory("segformer3d_b0", dict(in_channels=1, num_classes=2), (32, 32, 32), 0)
     with pytest.raises(ValueError, match="total stride"):
         estimate_training_memory("segformer3d_b0", dict(in_channels=1, num_classes=2), (40, 32, 32), 2)
+
+
+def test_scaling_to_a_batch_matches_counting_it() -> None:
+    kwargs = dict(in_channels=2, num_classes=3)
+    two = estimate_training_memory("segformer3d_b0", kwargs, (32, 32, 32), 2)
+    six = estimate_training_memory("segformer3d_b0", kwargs, (32, 32, 32), 6)
+    assert two.rescaled(2, 6).total == pytest.approx(six.total, rel=0.02)
