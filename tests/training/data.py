@@ -1,0 +1,57 @@
+"""A small generated region dataset, planned and preprocessed once per test session by the real
+``sf3d_plan_and_preprocess``, shared by the training and CLI tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from segformer3d_auto.dataset.synthetic import make_mri_regions_dataset
+
+DATASET = "Dataset501_SyntheticBraTS"
+_CACHE: dict[Path, dict[str, str]] = {}
+
+
+def prepared_roots(base: Path) -> dict[str, str]:
+    """Environment (SF3D_RAW/PREPROCESSED) of a preprocessed 6-case, 4-channel 32^3 region dataset under ``base``.
+
+    Built on the first call for ``base`` only.
+    """
+    if base in _CACHE:
+        return dict(_CACHE[base])
+    env = {"SF3D_RAW": str(base / "raw"), "SF3D_PREPROCESSED": str(base / "preprocessed")}
+    if not (base / "preprocessed" / DATASET / "splits_final.json").is_file():
+        make_mri_regions_dataset(base / "raw", num_cases=6, shape=(32, 32, 32), num_test_cases=0)
+        run([sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess", "-d", "501", "-np", "1"], env)
+    _CACHE[base] = env
+    return dict(env)
+
+
+def run(command: list[str], env: dict[str, str], timeout: float = 600, check: bool = True
+        ) -> subprocess.CompletedProcess:
+    """Run a command with the data roots in its environment and one torch thread per process."""
+    full = {**os.environ, "OMP_NUM_THREADS": "1", **env}
+    result = subprocess.run(command, env=full, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def train_command(fold: str, *options: str) -> list[str]:
+    """``sf3d_train 501 FOLD`` as a subprocess with a tiny, single-process budget plus ``options``."""
+    return [sys.executable, "-m", "segformer3d_auto.cli.train", "501", fold, "--num-workers", "0", "--no-progress",
+            "--val-iterations", "2", *options]
+
+
+def trained_fold0(base: Path) -> tuple[dict[str, str], Path]:
+    """Train fold 0 of the dataset under ``base`` once (a short CPU run with the default recipe) and return the
+    environment and the model folder."""
+    env = prepared_roots(base)
+    env["SF3D_RESULTS"] = str(base / "results")
+    model_folder = base / "results" / DATASET / "SegFormer3D__3d_fullres"
+    if not (model_folder / "fold_0" / "validation" / "summary.json").is_file():
+        run(train_command("0", "--epochs", "4", "--iterations-per-epoch", "8", "--warmup-epochs", "1",
+                          "--seed", "1"), env)
+    return env, model_folder

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import numpy as np
+
+from segformer3d_auto.training.augmentation import enlarged_patch_size, training_transforms, validation_transforms
+
+
+def test_enlarged_patch_size_matches_nnunet_rule():
+    assert enlarged_patch_size([48, 48, 48], False) == [78, 78, 78]  # nnU-Net: 77 (its rounding differs)
+    size = enlarged_patch_size([8, 64, 64], True)
+    assert size[0] == 8 and size[1] >= 64 * 2**0.5 / 0.85 - 1
+
+
+def _batch(shape, channels=2):
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(2, channels, *shape)).astype(np.float32)
+    seg = rng.integers(-1, 3, size=(2, 1, *shape)).astype(np.int16)
+    return {"data": data, "seg": seg}
+
+
+def test_training_transforms_crop_to_the_patch_and_keep_label_values():
+    transform = training_transforms([16, 16, 16], [0, 1, 2], anisotropic=False, regions=False)
+    np.random.seed(0)
+    for _ in range(4):
+        out = transform(**_batch((26, 26, 26)))
+        assert tuple(out["data"].shape) == (2, 2, 16, 16, 16)
+        assert set(out["seg"].unique().tolist()) <= {0.0, 1.0, 2.0}  # padding -1 became background
+
+
+def test_anisotropic_transforms_work_in_plane_and_keep_the_slices():
+    transform = training_transforms([4, 16, 16], [1, 2], anisotropic=True, regions=True)
+    out = transform(**_batch((4, 27, 27)))
+    assert tuple(out["data"].shape) == (2, 2, 4, 16, 16) and tuple(out["seg"].shape) == (2, 1, 4, 16, 16)
+
+
+def test_validation_transforms_change_nothing_but_the_padding_label():
+    batch = _batch((8, 8, 8))
+    out = validation_transforms()(**{k: v.copy() for k, v in batch.items()})
+    assert np.array_equal(out["data"].numpy(), batch["data"])
+    assert np.array_equal(out["seg"].numpy(), np.maximum(batch["seg"], 0))

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import pytest
+
+from segformer3d_auto.training.config import TrainConfig, parse_fold
+
+
+@pytest.mark.parametrize("text, fold", [("0", 0), ("fold3", 3), ("fold_4", 4), ("all", "all"), ("7", 7)])
+def test_parse_fold(text, fold):
+    assert parse_fold(text) == fold
+
+
+@pytest.mark.parametrize("text", ["-1", "fold", "x", "1.5"])
+def test_parse_fold_rejects_garbage(text):
+    with pytest.raises(ValueError):
+        parse_fold(text)
+
+
+def test_config_round_trips_and_checks_values():
+    config = TrainConfig(dataset_name="Dataset501_X", fold=2, epochs=3, lr=1e-3)
+    assert TrainConfig.from_dict({**config.to_dict(), "unknown_old_key": 1}) == config
+    assert config.fold_name == "fold_2"
+    with pytest.raises(ValueError):
+        TrainConfig(dataset_name="D", fold=0, epochs=0)
+    with pytest.raises(ValueError):
+        TrainConfig(dataset_name="D", fold=0, oversample_foreground=1.5)
