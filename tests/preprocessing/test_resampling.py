@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from segformer3d_auto.preprocessing.resampling import compute_new_shape, get_separate_axis, resample
 
@@ -150,3 +151,14 @@ def test_bad_arguments() -> None:
         resample(data, (5, 0, 5), (1, 1, 1), (1, 1, 1), False)
     with pytest.raises(ValueError, match="out has shape"):
         resample(data, (5, 5, 5), (1, 1, 1), (1, 1, 1), False, out=np.zeros((1, 5, 5, 4), np.float32))
+
+
+def test_torch_threads_are_restored() -> None:
+    before = torch.get_num_threads()
+    data = _smooth((1, 6, 7, 8))
+    one = resample(data, (9, 5, 11), (1, 1, 1), (1, 1, 1), False)
+    two = resample(data, (9, 5, 11), (1, 1, 1), (1, 1, 1), False, num_threads=2)
+    assert torch.get_num_threads() == before
+    np.testing.assert_allclose(one, two, atol=1e-6)
+    with pytest.raises(ValueError, match="num_threads"):
+        resample(data, (9, 5, 11), (1, 1, 1), (1, 1, 1), False, num_threads=0)
