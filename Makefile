@@ -31,6 +31,7 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/sf3d_model_summary
+	$(PY) -m segformer3d_auto.demo --out demo_output
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache demo_output

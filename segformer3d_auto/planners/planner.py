@@ -201,7 +201,7 @@ def plan_experiment(
     return {
         "dataset_name": dataset_name,
         "plans_name": "SegFormer3DPlans",
-        "original_median_spacing_after_transp": spacing_t,
+        "original_median_spacing_after_transp": [float(v) for v in np.median(spacings, axis=0)[forward]],
         "original_median_shape_after_transp": [int(v) for v in np.median(shapes, axis=0)[forward]],
         "transpose_forward": forward,
         "transpose_backward": backward,
