@@ -51,6 +51,20 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 
 
+def read_user_json(path: str | os.PathLike) -> Any:
+    """Read a JSON file that a user may have written or broken; a one-line ``InputError`` naming it if missing
+    or not valid JSON."""
+    from segformer3d_auto.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+
+
 def save_npy(array: np.ndarray, path: str | os.PathLike) -> None:
     """Save an array as ``.npy`` atomically."""
     with atomic_path(path, suffix=".npy") as tmp:

@@ -8,11 +8,11 @@ folder (``~`` and ``$VARS`` expanded) and which replaces the ``imagesTr``/``labe
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from segformer3d_auto.atomic import read_user_json
 from segformer3d_auto.dataset.image_io import SUPPORTED_ENDINGS
 from segformer3d_auto.dataset.labels import check_labels
 from segformer3d_auto.dataset.naming import channel_file_name, parse_channel_file_name, visible_files
@@ -39,12 +39,7 @@ def load_dataset_json(path: str | Path) -> dict:
             ``regions_class_order``, ignore label not the highest), channel names or ``file_ending``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+    data = read_user_json(path)
     problem = dataset_json_problem(data)
     if problem is not None:
         raise InputError(f"{path}: {problem}")

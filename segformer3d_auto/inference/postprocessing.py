@@ -102,15 +102,10 @@ def check_postprocessing(pp: object, label_manager: object, source: str = "postp
 
 def load_postprocessing(path: str | os.PathLike, label_manager: object) -> dict:
     """Read and validate ``postprocessing.json``; InputError naming the file when it is unusable."""
-    import json
+    from segformer3d_auto.atomic import read_user_json
 
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        pp = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+    pp = read_user_json(path)
     return check_postprocessing(pp, label_manager, source=str(path))
 
 

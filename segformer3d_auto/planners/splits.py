@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segformer3d_auto.atomic import read_json, write_json
+from segformer3d_auto.atomic import read_user_json, write_json
 from segformer3d_auto.errors import InputError
 
 NUM_FOLDS = 5
@@ -40,10 +40,7 @@ def load_or_create_splits(path: Path, identifiers: Sequence[str]) -> list[dict[s
         splits = make_splits(identifiers)
         write_json(splits, path)
         return splits
-    try:
-        splits = read_json(path)
-    except ValueError as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
+    splits = read_user_json(path)
     known = set(identifiers)
     if not isinstance(splits, list) or not all(isinstance(s, dict) and {"train", "val"} <= set(s) for s in splits):
         raise InputError(f"{path}: expected a list of {{'train': [...], 'val': [...]}} folds")
