@@ -284,15 +284,16 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ validation
     def validate(self) -> dict | None:
-        """Predict the fold's validation cases into ``validation/`` and evaluate them (none for fold ``all``)."""
+        """Predict the fold's validation cases into ``validation/`` with the final checkpoint and evaluate them
+        (nothing for fold ``all``)."""
         from segformer3d_auto.training.validation import evaluate_validation, validate_fold
 
         if self.config.fold == "all" or not self.paths.val_cases:
             return None
         output = self.paths.fold_folder / "validation"
         gt = self.paths.preprocessed / "gt_segmentations"
-        validate_fold(self.network, self.paths.val_cases, self.paths.data_folder, gt, output, self.paths.plans,
-                      self.paths.dataset_json, self.config.configuration, self.device, self.rank, self.world)
+        validate_fold(self.paths.model_folder, self.config.fold, self.paths.val_cases, self.paths.data_folder, gt,
+                      output, self.paths.dataset_json, self.device, self.rank, self.world)
         dist.barrier()
         summary = None
         if self.world > 1 and dist.is_main():

@@ -1,6 +1,6 @@
-"""Final validation of a fold: predict each validation case from its preprocessed array with the Gaussian
-sliding window and test-time mirroring, export it into the case's original geometry, and evaluate the folder
-against ``gt_segmentations`` into ``validation/summary.json``."""
+"""Final validation of a fold: predict each validation case from its preprocessed array with the real
+``Predictor`` (Gaussian sliding window, mirroring, export into the case's original geometry) from the fold's
+final checkpoint, and evaluate the folder against ``gt_segmentations`` into ``validation/summary.json``."""
 
 from __future__ import annotations
 
@@ -12,45 +12,33 @@ import numpy as np
 import torch
 
 
-def predict_preprocessed_case(network: torch.nn.Module, data: np.ndarray, plan: dict[str, Any], label_manager: Any,
-                              device: torch.device, mirror: bool = True) -> torch.Tensor:
-    """Probabilities (heads, z, y, x) on the preprocessed grid: softmax over labels or sigmoid per region."""
-    from segformer3d_auto.inference.sliding_window import sliding_window_predict
-
-    mirror_axes = tuple(plan.get("mirror_axes", (0, 1, 2))) if mirror else None
-    logits = sliding_window_predict(network, torch.from_numpy(np.array(data, dtype=np.float32)), plan["patch_size"],
-                                    label_manager.num_segmentation_heads, step_size=0.5,
-                                    mirror_axes=mirror_axes, device=device).float().cpu()
-    return torch.sigmoid(logits) if label_manager.has_regions else torch.softmax(logits, 0)
-
-
-def validate_fold(network: torch.nn.Module, cases: list[str], preprocessed_folder: str | os.PathLike,
-                  gt_folder: str | os.PathLike, output_folder: str | os.PathLike, plans: dict[str, Any],
-                  dataset_json: dict[str, Any], configuration: str, device: torch.device,
+def validate_fold(model_folder: str | os.PathLike, fold: int, cases: list[str],
+                  preprocessed_folder: str | os.PathLike, gt_folder: str | os.PathLike,
+                  output_folder: str | os.PathLike, dataset_json: dict[str, Any], device: torch.device,
                   rank: int = 0, world_size: int = 1) -> dict | None:
-    """Predict ``cases`` into ``output_folder`` and (on rank 0) evaluate them into ``summary.json``.
+    """Predict ``cases`` into ``output_folder`` and evaluate them into ``summary.json``.
 
-    Under DDP every rank predicts its share of the cases; the caller synchronises before rank 0 evaluates.
+    Postprocessing is deliberately not applied: these predictions are what ``sf3d_crossval`` chooses it from.
+    Under DDP every rank predicts its share of the cases; the caller synchronises and lets rank 0 call
+    :func:`evaluate_validation`.
 
     Returns:
-        The evaluation summary on rank 0 when ``world_size`` is 1, else None (call :func:`evaluate_validation`).
+        The evaluation summary when ``world_size`` is 1, else None.
     """
     from segformer3d_auto.atomic import read_json
-    from segformer3d_auto.dataset.labels import LabelManager
-    from segformer3d_auto.inference.export import export_prediction, write_prediction
+    from segformer3d_auto.inference.export import write_prediction
+    from segformer3d_auto.inference.predictor import Predictor
 
-    label_manager = LabelManager.from_dataset_json(dataset_json)
-    plan = plans["configurations"][configuration]
+    predictor = Predictor(model_folder, folds=[fold], checkpoint="final", device=device)
+    predictor.postprocessing = None
     ending = dataset_json["file_ending"]
     folder = Path(preprocessed_folder)
     output_folder = Path(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)
-    network.eval()
     for case in cases[rank::world_size]:
         data = np.load(folder / f"{case}.npy", mmap_mode="r")
         properties = read_json(folder / f"{case}.json")
-        probabilities = predict_preprocessed_case(network, data, plan, label_manager, device)
-        seg, _ = export_prediction(probabilities, properties, plans, label_manager, configuration)
+        seg, _ = predictor.predict_preprocessed(data, properties)
         write_prediction(seg, properties, output_folder / f"{case}{ending}")
     if world_size > 1:
         return None
