@@ -36,7 +36,7 @@ def validate_fold(model_folder: str | os.PathLike, fold: int, cases: list[str],
     output_folder = Path(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)
     for case in cases[rank::world_size]:
-        data = np.load(folder / f"{case}.npy", mmap_mode="r")
+        data = np.load(folder / f"{case}.npy")  # whole case in memory: the predictor needs a writable array
         properties = read_json(folder / f"{case}.json")
         seg, _ = predictor.predict_preprocessed(data, properties)
         write_prediction(seg, properties, output_folder / f"{case}{ending}")

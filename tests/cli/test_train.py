@@ -86,7 +86,7 @@ def test_torchrun_two_processes_write_one_set_of_files(tmp_path_factory):
            "SF3D_RESULTS": str(tmp_path_factory.mktemp("ddp"))}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                *train_command("all", "--epochs", "1", "--iterations-per-epoch", "2")[1:]]
-    result = run(command, env)
+    result = run(command, env, timeout=300)
     fold = Path(env["SF3D_RESULTS"]) / DATASET / "SegFormer3D__3d_fullres" / "fold_all"
     assert sorted(p.name for p in fold.iterdir()) == ["checkpoint_best.pth", "checkpoint_final.pth", "config.json",
                                                       "progress.png", "training_log.txt"]
