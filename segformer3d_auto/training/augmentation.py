@@ -13,6 +13,7 @@ import itertools
 import math
 
 import numpy as np
+import torch
 
 ROTATION_3D = math.radians(30)
 ROTATION_2D = math.pi
@@ -53,7 +54,7 @@ def training_transforms(patch_size: list[int], mirror_axes: list[int], anisotrop
     from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
     from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
     from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
-    from batchgenerators.transforms.utility_transforms import NumpyToTensor, RemoveLabelTransform
+    from batchgenerators.transforms.utility_transforms import RemoveLabelTransform
 
     spatial_kwargs = dict(
         do_elastic_deform=False, do_rotation=True, do_scale=True, scale=SCALE,
@@ -84,22 +85,34 @@ def training_transforms(patch_size: list[int], mirror_axes: list[int], anisotrop
     ]
     if mirror_axes:
         transforms.append(MirrorTransform(tuple(int(a) for a in mirror_axes)))
-    transforms += [RemoveLabelTransform(-1, 0), NumpyToTensor(["data", "seg"], "float")]
+    transforms.append(RemoveLabelTransform(-1, 0))
     return Compose(transforms)
 
 
 def validation_transforms() -> object:
-    """The validation pipeline: no augmentation, padding label -1 -> background, to torch tensors."""
+    """The validation pipeline: no augmentation, padding label -1 -> background."""
     from batchgenerators.transforms.abstract_transforms import Compose
-    from batchgenerators.transforms.utility_transforms import NumpyToTensor, RemoveLabelTransform
+    from batchgenerators.transforms.utility_transforms import RemoveLabelTransform
 
-    return Compose([RemoveLabelTransform(-1, 0), NumpyToTensor(["data", "seg"], "float")])
+    return Compose([RemoveLabelTransform(-1, 0)])
 
 
-def make_augmenter(loader: object, transform: object, num_workers: int, seed: int, pin_memory: bool) -> object:
+def batch_to_tensors(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(data, seg)`` float32 tensors of a batch of numpy arrays.
+
+    Done in the training process, never in the augmentation workers: torch operations in a worker forked from a
+    process whose OpenMP thread pool is running can deadlock.
+    """
+    data = torch.from_numpy(np.ascontiguousarray(batch["data"], dtype=np.float32))
+    seg = torch.from_numpy(np.ascontiguousarray(batch["seg"], dtype=np.float32))
+    return data, seg
+
+
+def make_augmenter(loader: object, transform: object, num_workers: int, seed: int) -> object:
     """Wrap ``loader`` in a MultiThreadedAugmenter (``num_workers`` > 0) or SingleThreadedAugmenter.
 
-    Each worker gets its own seed derived from ``seed``, so ranks and workers draw different patches.
+    Each worker gets its own seed derived from ``seed``, so ranks and workers draw different patches. Batches
+    stay numpy arrays (see :func:`batch_to_tensors`).
     """
     from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
     from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
@@ -109,7 +122,7 @@ def make_augmenter(loader: object, transform: object, num_workers: int, seed: in
         return SingleThreadedAugmenter(loader, transform)
     seeds = [(seed + 7919 * i) % 2**32 for i in range(num_workers)]
     return MultiThreadedAugmenter(loader, transform, num_workers, max(2, num_workers // 2), seeds=seeds,
-                                  pin_memory=pin_memory)
+                                  pin_memory=False)
 
 
 def default_num_workers() -> int:

@@ -112,11 +112,10 @@ class Trainer:
                             self.config.oversample_foreground, channels)
         val = PatchLoader(val_cases, patch, self.batch_size, self.config.oversample_foreground, channels)
         seed = self.config.seed + 100003 * self.rank + 1009 * self.epoch
-        pin = self.device.type == "cuda"
         transform = training_transforms(patch, self.plan.get("mirror_axes", [0, 1, 2]), anisotropic,
                                         self.label_manager.has_regions)
-        train_aug = make_augmenter(train, transform, workers, seed, pin)
-        val_aug = make_augmenter(val, validation_transforms(), max(1, workers // 2) if workers else 0, seed + 1, pin)
+        train_aug = make_augmenter(train, transform, workers, seed)
+        val_aug = make_augmenter(val, validation_transforms(), max(1, workers // 2) if workers else 0, seed + 1)
         return train_aug, val_aug
 
     # ---------------------------------------------------------------------------------------------- resume
@@ -213,6 +212,7 @@ class Trainer:
         self._stop_signal = signum
 
     def _one_epoch(self, train_aug: Any, val_aug: Any) -> None:
+        from segformer3d_auto.training.augmentation import batch_to_tensors
         from segformer3d_auto.training.losses import pseudo_dice
         from segformer3d_auto.training.schedule import learning_rate, set_learning_rate
 
@@ -236,8 +236,7 @@ class Trainer:
         val_losses = []
         with torch.no_grad():
             for _ in range(c.val_iterations):
-                batch = next(val_aug)
-                data, seg = batch["data"].to(self.device), batch["seg"].to(self.device)
+                data, seg = (t.to(self.device) for t in batch_to_tensors(next(val_aug)))
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     logits = self.model(data)
                 val_losses.append(float(self.loss(logits, seg)))
@@ -263,8 +262,12 @@ class Trainer:
                 self.save(ckpt.LATEST)
 
     def _train_step(self, batch: dict[str, Any]) -> float:
-        data = batch["data"].to(self.device, non_blocking=True)
-        seg = batch["seg"].to(self.device, non_blocking=True)
+        from segformer3d_auto.training.augmentation import batch_to_tensors
+
+        data, seg = batch_to_tensors(batch)
+        if self.device.type == "cuda":
+            data, seg = data.pin_memory(), seg.pin_memory()
+        data, seg = data.to(self.device, non_blocking=True), seg.to(self.device, non_blocking=True)
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             loss = self.loss(self.model(data), seg)

@@ -52,6 +52,7 @@ def trained_fold0(base: Path) -> tuple[dict[str, str], Path]:
     env["SF3D_RESULTS"] = str(base / "results")
     model_folder = base / "results" / DATASET / "SegFormer3D__3d_fullres"
     if not (model_folder / "fold_0" / "validation" / "summary.json").is_file():
+        # one augmentation worker per loader: the multi-process path users run
         run(train_command("0", "--epochs", "8", "--iterations-per-epoch", "10", "--warmup-epochs", "1",
-                          "--seed", "1"), env)
+                          "--seed", "1", "--num-workers", "1"), env)
     return env, model_folder

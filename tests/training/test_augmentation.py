@@ -1,8 +1,14 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from segformer3d_auto.training.augmentation import enlarged_patch_size, training_transforms, validation_transforms
+from segformer3d_auto.training.augmentation import (
+    batch_to_tensors,
+    enlarged_patch_size,
+    training_transforms,
+    validation_transforms,
+)
 
 
 def test_enlarged_patch_size_matches_nnunet_rule():
@@ -22,9 +28,9 @@ def test_training_transforms_crop_to_the_patch_and_keep_label_values():
     transform = training_transforms([16, 16, 16], [0, 1, 2], anisotropic=False, regions=False)
     np.random.seed(0)
     for _ in range(4):
-        out = transform(**_batch((26, 26, 26)))
-        assert tuple(out["data"].shape) == (2, 2, 16, 16, 16)
-        assert set(out["seg"].unique().tolist()) <= {0.0, 1.0, 2.0}  # padding -1 became background
+        data, seg = batch_to_tensors(transform(**_batch((26, 26, 26))))
+        assert tuple(data.shape) == (2, 2, 16, 16, 16) and data.dtype == torch.float32
+        assert set(seg.unique().tolist()) <= {0.0, 1.0, 2.0}  # padding -1 became background
 
 
 def test_anisotropic_transforms_work_in_plane_and_keep_the_slices():
@@ -36,5 +42,5 @@ def test_anisotropic_transforms_work_in_plane_and_keep_the_slices():
 def test_validation_transforms_change_nothing_but_the_padding_label():
     batch = _batch((8, 8, 8))
     out = validation_transforms()(**{k: v.copy() for k, v in batch.items()})
-    assert np.array_equal(out["data"].numpy(), batch["data"])
-    assert np.array_equal(out["seg"].numpy(), np.maximum(batch["seg"], 0))
+    assert np.array_equal(out["data"], batch["data"])
+    assert np.array_equal(out["seg"], np.maximum(batch["seg"], 0))
