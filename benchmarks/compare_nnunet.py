@@ -168,7 +168,7 @@ def table(results: list[dict], names: tuple[str, str]) -> str:
         row(d, "planned patch, batch", f"{'x'.join(map(str, a['patch']))}, {a['batch']}",
             f"{'x'.join(map(str, b['patch']))}, {b['batch']}", "")
         row(d, "train it/s", f"{a['it_per_s']:.3f}", f"{b['it_per_s']:.3f}", _rate(a["it_per_s"], b["it_per_s"]))
-        row(d, "train voxels/s (M)", f"{a['voxels_per_s'] / 1e6:.2f}", f"{b['voxels_per_s'] / 1e6:.2f}",
+        row(d, "train voxels/s", f"{a['voxels_per_s']:,.0f}", f"{b['voxels_per_s']:,.0f}",
             _rate(a["voxels_per_s"], b["voxels_per_s"]))
         for side in (a, b):
             t = side["train"]
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sf3d_vs_nnunet_"))
     work.mkdir(parents=True, exist_ok=True)
-    started = time.strftime("%Y-%m-%d %H:%M")
+    started, load_before = time.strftime("%Y-%m-%d %H:%M"), os.getloadavg()[1]
     results = []
     for kind in dict.fromkeys(args.datasets):
         results.append(run_dataset(kind, args, work))
@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     flags += " --small" if args.small else ""
     print(f"segformer3d_auto vs nnU-Net v2, {started}, {os.cpu_count()} CPUs, device cpu, -np {args.num_processes}, "
           f"{args.num_workers} augmentation workers, {args.iterations_per_epoch} iterations/epoch "
-          f"(`benchmarks/compare_nnunet.py {flags}`)\n")
+          f"(`benchmarks/compare_nnunet.py {flags}`); 5-minute load average {load_before:.1f} at the start, "
+          f"{os.getloadavg()[1]:.1f} at the end (above the CPU count, other work competed for the CPUs)\n")
     print(table(results, (Sf3dSide.name, NnUNetSide.name)))
     if args.workdir is None:
         shutil.rmtree(work, ignore_errors=True)
