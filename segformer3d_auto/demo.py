@@ -58,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     timings["sf3d_plan_and_preprocess"] = _run([tool("sf3d_plan_and_preprocess"), "-d", "501", "-np", "2"], env)
     model_folder = out / "results" / "Dataset501_SyntheticBraTS" / "SegFormer3D__3d_fullres"
     train = [tool("sf3d_train"), "501", "0", "--epochs", str(args.epochs),
-             "--iterations-per-epoch", str(args.iterations_per_epoch), "--val-iterations", "5", "--device", "cpu"]
+             "--iterations-per-epoch", str(args.iterations_per_epoch), "--val-iterations", "5",
+             "--warmup-epochs", "3", "--device", "cpu"]
     if (model_folder / "fold_0" / "checkpoint_latest.pth").exists():
         train.append("--continue")
     if not (model_folder / "fold_0" / "checkpoint_final.pth").exists():
