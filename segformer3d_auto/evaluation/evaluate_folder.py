@@ -211,14 +211,8 @@ def nanmean(values: Sequence[float]) -> float:
 
 
 def map_cases(function, jobs: list, num_processes: int, description: str) -> list:
-    """``[function(job) for job in jobs]``, in a spawned process pool with a progress bar when asked."""
-    if num_processes == 1 or len(jobs) <= 1:
-        return [function(job) for job in jobs]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    """``[function(job) for job in jobs]`` in ``num_processes`` worker processes, with a progress bar."""
+    from segformer3d_auto.parallel import CaseMap
 
-    from tqdm import tqdm
-
-    workers = min(num_processes, len(jobs))
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(tqdm(pool.map(function, jobs), total=len(jobs), desc=description, unit="case", leave=False))
+    with CaseMap(num_processes, progress=num_processes > 1) as pool:
+        return pool.map(function, jobs, description)
