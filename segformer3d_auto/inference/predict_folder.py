@@ -15,6 +15,8 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from tqdm import tqdm
+
 from segformer3d_auto.dataset.dataset_json import CaseFiles
 from segformer3d_auto.errors import InputError
 
@@ -68,7 +70,7 @@ def predict_folder(
         _remove_stale_temporaries(output)
         todo.append((case, output))
     written = []
-    bar = _bar(len(todo), progress)
+    bar = tqdm(total=len(todo), desc="cases", unit="case", disable=not progress)
     in_flight = num_processes + 1  # the case being predicted plus those preprocessed ahead
     with ThreadPoolExecutor(max_workers=max(1, num_processes)) as pool:
         ahead: deque[tuple[Path, Future]] = deque()
@@ -162,22 +164,3 @@ def _copy_model_files(model_folder: Path, output_folder: Path) -> None:
         source = Path(model_folder) / name
         if source.is_file():
             write_json(read_json(source), output_folder / name)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def set_postfix_str(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="cases", unit="case")

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 
 def compute_gaussian(
@@ -182,7 +183,7 @@ def sliding_window_predict(
     weight_sum = torch.zeros(spatial, dtype=accumulate_dtype, device=device)
     # tensor dims of every flip combination of the mirror axes, the identity () first
     flips = [tuple(2 + a for a in c) for n in range(len(axes) + 1) for c in itertools.combinations(axes, n)]
-    bar = _progress_bar(len(windows), progress)
+    bar = tqdm(total=len(windows), desc="sliding window", unit="window", leave=False, disable=not progress)
     with torch.inference_mode():
         for first in range(0, len(windows), sw_batch_size):
             batch_windows = windows[first:first + sw_batch_size]
@@ -250,19 +251,3 @@ def _check_arguments(
     if any(a not in (0, 1, 2) for a in axes):
         raise ValueError(f"mirror_axes must be spatial axes among 0, 1, 2 (z, y, x), got {mirror_axes}")
     return axes
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress_bar(total: int, enabled: bool):
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="sliding window", unit="window", leave=False)
