@@ -59,13 +59,23 @@ def initial_patch(spacing: Sequence[float], median_shape: Sequence[int]) -> list
     return [int(min(round(t), m)) for t, m in zip(tmp, median_shape)]
 
 
-def fit_to_topology(spacing: Sequence[float], patch: Sequence[int]) -> tuple[list[int], Topology]:
-    """Round a patch to a multiple of the total stride of its own topology (which depends on the patch)."""
+def fit_to_topology(
+    spacing: Sequence[float], patch: Sequence[int], round_up: bool = False
+) -> tuple[list[int], Topology]:
+    """Round a patch to a multiple of the total stride of its own topology (which depends on the patch).
+
+    ``round_up`` pads each axis up to the next multiple, as nnU-Net does with its initial patch: a median image
+    of 13x52x51 voxels then fits one 14x64x64 window instead of needing eight 12x48x48 ones, which makes
+    sliding-window prediction several times cheaper. Rounding down is for shrinking a patch to fit memory.
+    """
     patch = [max(1, int(p)) for p in patch]
     for _ in range(8):
         topology = plan_topology(spacing, patch)
         stride = topology.total_stride
-        fitted = [max(s, (p // s) * s) for p, s in zip(patch, stride)]
+        if round_up:
+            fitted = [-(-p // s) * s for p, s in zip(patch, stride)]
+        else:
+            fitted = [max(s, (p // s) * s) for p, s in zip(patch, stride)]
         if fitted == patch:
             return patch, topology
         patch = fitted
@@ -103,7 +113,8 @@ def plan_network(
 ) -> dict[str, Any]:
     """Patch size, batch size and network of the 3d_fullres configuration.
 
-    Starts from a spacing-proportional patch clipped to the median shape, shrinks the axis that is largest relative
+    Starts from a spacing-proportional patch clipped to the median shape and rounded up to the network's stride
+    (so that the median image fits one window when memory allows), shrinks the axis that is largest relative
     to the median image until a batch of two fits ``gpu_memory_gb``, then grows the batch while it fits, at most
     to 5% of the dataset's voxels.
 
@@ -115,7 +126,7 @@ def plan_network(
     target = gpu_memory_gb * GIB
     spacing = tuple(float(s) for s in spacing)
     estimator = _Estimator(model, in_channels, num_classes)
-    patch, topology = fit_to_topology(spacing, initial_patch(spacing, median_shape))
+    patch, topology = fit_to_topology(spacing, initial_patch(spacing, median_shape), round_up=True)
     while estimator.estimate(spacing, tuple(patch), MIN_BATCH_SIZE).total > target:
         ratios = [p / m for p, m in zip(patch, median_shape)]
         shrinkable = [a for a in range(3) if patch[a] > topology.total_stride[a]]

@@ -58,3 +58,11 @@ def test_batch_is_capped_at_five_percent_of_the_dataset_but_at_least_two() -> No
 def test_rejects_non_positive_memory() -> None:
     with pytest.raises(ValueError, match="gpu_memory_gb"):
         plan_network([1.0, 1.0, 1.0], [64, 64, 64], 1, 2, num_cases=10, gpu_memory_gb=0)
+
+
+def test_patch_is_rounded_up_so_the_median_image_fits_one_window() -> None:
+    # nnU-Net's rule: 13x52x51 voxels would need 2x2x2 windows of a rounded-down 12x48x48 patch
+    plan = plan_network([5.0, 0.8, 0.8], [13, 52, 51], 1, 3, num_cases=10, gpu_memory_gb=8.0)
+    patch, stride = plan["patch_size"], total_stride(plan["network"]["kwargs"])
+    assert all(p % s == 0 for p, s in zip(patch, stride))
+    assert all(m <= p < m + s for m, p, s in zip([13, 52, 51], patch, stride))
