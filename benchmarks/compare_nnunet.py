@@ -7,8 +7,9 @@ measures, for both pipelines:
 - plan and preprocess: wall time and peak RSS of the whole command tree (same ``-np``);
 - training: iterations/s and voxels/s at each one's planned patch and batch (median epoch time of the budget run,
   first epoch left out; an epoch is the training iterations plus one validation batch);
-- accuracy at an equal wall-clock budget: a 2-epoch warm-up run gives each pipeline's seconds per epoch, then
-  fold 0 trains from scratch for as many epochs as fit ``--budget-minutes`` (nnU-Net through a trainer subclass
+- accuracy at an equal wall-clock budget: a 2-epoch warm-up run gives each pipeline's seconds per epoch and the
+  rest of a run's cost (start-up, final validation), then fold 0 trains from scratch for as many epochs as fit
+  ``--budget-minutes`` with that overhead included (nnU-Net through a trainer subclass
   that this script writes into its environment, ``nnUNetTrainer_SF3DBudget``); both predict the held-out
   ``imagesTs`` and both are scored against ``labelsTs`` by our ``sf3d_evaluate`` (same metric code): Dice per
   class or region and the mean;
@@ -65,7 +66,7 @@ def make_dataset(kind: str, work: Path, raw: Path, small: bool, num_processes: i
     from segformer3d_auto.dataset.synthetic import make_ct_dataset, make_mri_regions_dataset, make_msd_task
 
     dataset_id, shape, small_shape = DATASETS[kind]
-    counts = {"num_cases": 5, "num_test_cases": 2} if small else {"num_cases": 10, "num_test_cases": 3}
+    counts = {"num_cases": 5, "num_test_cases": 2} if small else {"num_cases": 10, "num_test_cases": 6}
     shape = small_shape if small else shape
     if kind == "mri":
         return dataset_id, make_mri_regions_dataset(raw, dataset_id=dataset_id, shape=shape, **counts)
@@ -111,8 +112,11 @@ def run_dataset(kind: str, args: argparse.Namespace, work_root: Path) -> dict:
     for side in sides:
         log(f"{kind}: {side.name} warm-up, {WARMUP_EPOCHS} epochs x {args.iterations_per_epoch} iterations")
         warm = side.train(name, WARMUP_EPOCHS, args.iterations_per_epoch, VAL_ITERATIONS)
-        epochs = max(1, math.floor(args.budget_minutes * 60 / warm.steady_epoch_seconds))
-        log(f"{kind}: {side.name} {warm.steady_epoch_seconds:.1f} s/epoch -> training {epochs} epochs")
+        # what a run costs besides its epochs (start-up, data loading, final validation) comes out of the budget
+        overhead = max(warm.seconds - sum(warm.epoch_times), 0.0)
+        epochs = max(1, math.floor((args.budget_minutes * 60 - overhead) / warm.steady_epoch_seconds))
+        log(f"{kind}: {side.name} {warm.steady_epoch_seconds:.1f} s/epoch + {overhead:.0f} s overhead "
+            f"-> training {epochs} epochs")
         run = side.train(name, epochs, args.iterations_per_epoch, VAL_ITERATIONS)
         r = out[side.name]
         r["warmup_epoch_seconds"] = warm.steady_epoch_seconds
