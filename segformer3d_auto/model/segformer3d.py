@@ -239,9 +239,6 @@ class SegFormer3D(nn.Module):
         )
         self.decode_head = AllMLPDecoder(embed_dims, decoder_head_embedding_dim, num_classes, decoder_dropout)
         self.apply(init_weights)
-        # the official fan-out init gives the 1x1x1 prediction layer a std of sqrt(2 / num_classes): the first
-        # logits are ~10 in size and the first epochs are spent shrinking them. Start near uniform probabilities.
-        nn.init.trunc_normal_(self.decode_head.pred.weight, std=0.02)
 
     def stage_grids(self, spatial_size: Sequence[int]) -> list[Grid]:
         """The (D, H, W) token grid of every stage for an input of ``spatial_size``.

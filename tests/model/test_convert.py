@@ -47,7 +47,7 @@ def test_train_mode_gradients_equal_the_official_ones() -> None:
     overall = max(g.abs().max().item() for g in ref_grads.values())
     for name, p in ours.named_parameters():
         # a conv bias followed by train-mode BatchNorm has a true gradient of zero: compare it on the global scale
-        scale = max(ref_grads[name].abs().max().item(), 1e-2 * overall)
+        scale = max(ref_grads[name].abs().max().item(), 1e-3 * overall)
         assert (p.grad - ref_grads[name]).abs().max().item() <= 1e-3 * scale, name
 
 
