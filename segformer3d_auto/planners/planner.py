@@ -65,7 +65,7 @@ def fit_to_topology(
     """Round a patch to a multiple of the total stride of its own topology (which depends on the patch).
 
     ``round_up`` pads each axis up to the next multiple, as nnU-Net does with its initial patch: a median image
-    of 13x52x51 voxels then fits one 14x64x64 window instead of needing eight 12x48x48 ones, which makes
+    of 13x52x51 voxels then fits one 14x56x56 window instead of needing eight 12x48x48 ones, which makes
     sliding-window prediction several times cheaper. Rounding down is for shrinking a patch to fit memory.
     """
     patch = [max(1, int(p)) for p in patch]
