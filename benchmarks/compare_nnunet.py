@@ -24,7 +24,7 @@ started beside it on 2 cores), and the load average printed with the table shows
 The printed table is markdown, ready for the README; ``results.json`` in the work folder keeps the raw numbers.
 
     python benchmarks/compare_nnunet.py --nnunet-python /path/to/nnunet-env/bin/python \\
-        [--budget-minutes 2] [--datasets mri ct msd] [--workdir DIR] [--small]
+        [--budget-minutes 5] [--datasets mri ct msd] [--workdir DIR] [--small]
 """
 
 from __future__ import annotations
@@ -176,10 +176,8 @@ def table(results: list[dict], names: tuple[str, str]) -> str:
         row(d, "train it/s", f"{a['it_per_s']:.3f}", f"{b['it_per_s']:.3f}", _rate(a["it_per_s"], b["it_per_s"]))
         row(d, "train voxels/s", f"{a['voxels_per_s']:,.0f}", f"{b['voxels_per_s']:,.0f}",
             _rate(a["voxels_per_s"], b["voxels_per_s"]))
-        for side in (a, b):
-            t = side["train"]
-            side["_budget"] = f"{t['epochs']} x {t['iterations']}, {t['seconds']:.0f} s"
-        row(d, "budget run: epochs x it, wall s (incl. final validation)", a["_budget"], b["_budget"], "")
+        budget = [f"{t['epochs']} x {t['iterations']}, {t['seconds']:.0f} s" for t in (a["train"], b["train"])]
+        row(d, "budget run: epochs x it, wall s (incl. final validation)", *budget, "")
         for key, label in res["classes"].items():
             da, db = a["dice"].get(key, math.nan), b["dice"].get(key, math.nan)
             row(d, f"Dice {label}", f"{da:.4f}", f"{db:.4f}", f"{da - db:+.4f}")
