@@ -1,24 +1,42 @@
-"""Learning-rate schedule: linear warm-up, then polynomial decay to zero, a pure function of the epoch.
+"""Learning-rate schedule: linear warm-up, then polynomial decay towards zero, a pure function of the epoch.
 
-Being stateless, the schedule resumes exactly from the epoch number stored in a checkpoint.
+Being stateless, the schedule resumes exactly from the epoch number stored in a checkpoint. The warm-up is at most
+a fifth of the run (:data:`MAX_WARMUP_FRACTION`), so that a short run (``--epochs 7``, or a ``--time-budget`` that
+allows few epochs) still spends most of its epochs decaying and ends annealed rather than at the peak rate.
 """
 
 from __future__ import annotations
 
+import math
+
+MAX_WARMUP_FRACTION = 0.2
+
+
+def effective_warmup(warmup_epochs: int, num_epochs: int) -> int:
+    """Warm-up epochs actually used: the requested ones, bounded by ``MAX_WARMUP_FRACTION`` of the run.
+
+    ``effective_warmup(10, 250) == 10``; ``effective_warmup(10, 7) == 1``; ``effective_warmup(10, 4) == 0``.
+    """
+    if warmup_epochs < 0 or num_epochs < 1:
+        raise ValueError(f"need warmup_epochs >= 0 and num_epochs >= 1, got {warmup_epochs}, {num_epochs}")
+    return min(warmup_epochs, math.floor(MAX_WARMUP_FRACTION * num_epochs + 1e-9))
+
 
 def learning_rate(epoch: int, base_lr: float, num_epochs: int, warmup_epochs: int, exponent: float = 0.9) -> float:
-    """Learning rate for ``epoch`` (0-based).
+    """Learning rate for ``epoch`` (0-based) of a ``num_epochs`` run.
 
-    Warm-up epochs ramp linearly from ``base_lr / warmup_epochs`` to ``base_lr``; afterwards the rate follows
-    ``base_lr * (1 - t) ** exponent`` with ``t`` the fraction of the post-warm-up epochs already done.
+    With ``w = effective_warmup(warmup_epochs, num_epochs)``, epochs ``0 .. w-1`` ramp linearly from
+    ``base_lr / (w + 1)`` towards ``base_lr``; afterwards the rate is ``base_lr * (1 - t) ** exponent`` with
+    ``t = (epoch - w) / (num_epochs - w)``, so the last epoch runs at ``base_lr * (1 / (num_epochs - w)) **
+    exponent``.
     """
     if num_epochs < 1 or epoch < 0 or base_lr <= 0 or warmup_epochs < 0:
         raise ValueError(f"bad schedule arguments: epoch={epoch}, base_lr={base_lr}, num_epochs={num_epochs}, "
                          f"warmup_epochs={warmup_epochs}")
-    warmup = min(warmup_epochs, num_epochs - 1)
+    warmup = effective_warmup(warmup_epochs, num_epochs)
     if epoch < warmup:
         return base_lr * (epoch + 1) / (warmup + 1)
-    decay_epochs = max(num_epochs - warmup, 1)
+    decay_epochs = num_epochs - warmup
     done = min(epoch - warmup, decay_epochs - 1) / decay_epochs
     return base_lr * (1.0 - done) ** exponent
 
