@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from segformer3d_auto.cli._common import run_cli
 
+BUDGET_MAX_EPOCHS = 1000
 EPILOG = """examples:
   sf3d_train 501 0                         train fold 0 with the defaults
   sf3d_train 501 fold3 --epochs 100        shorter run
   sf3d_train 501 all                       train on every case (no validation)
   sf3d_train 501 0 --continue              resume after a crash or Ctrl-C
   sf3d_train 501 0 --validate-only         re-run the final validation
+  sf3d_train 501 0 --time-budget 2h        as many epochs as fit in 2 hours (also 45m, 90s, 1h30m)
+  sf3d_train 501 0 --early-stopping 20     stop when the moving-average pseudo-Dice stalls for 20 epochs
+  sf3d_train 502 0 --pretrained $SF3D_RESULTS/Dataset501_X/SegFormer3D__3d_fullres/fold_all/checkpoint_final.pth
+                                           fine-tune (other channels/classes adapted; lr 1e-4 by default)
+  sf3d_train 501 0 --logger tensorboard --logger mlflow    also log to TensorBoard and MLflow (local folders)
   torchrun --nproc_per_node=4 -m segformer3d_auto.cli.train 501 0 --device cuda    DDP on 4 GPUs
 """
 
@@ -33,7 +40,7 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--iterations-per-epoch", type=int, help="training steps per epoch (default 100)")
     parser.add_argument("--val-iterations", type=int, help="pseudo-Dice batches per epoch (default 20)")
     parser.add_argument("--batch-size", type=int, help="global batch size (default: the plan's)")
-    parser.add_argument("--lr", type=float, help="peak AdamW learning rate (default 3e-4)")
+    parser.add_argument("--lr", type=float, help="peak AdamW learning rate (default 3e-4, 1e-4 with --pretrained)")
     parser.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.01)")
     parser.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs (default 10)")
     parser.add_argument("--grad-clip", type=float, help="gradient-norm clip, 0 disables (default 1)")
@@ -43,12 +50,22 @@ def _main(argv: list[str] | None) -> int:
                         help="CUDA only; auto = bf16 where supported, else fp16 with a GradScaler")
     parser.add_argument("--num-workers", type=int, help="augmentation worker processes; 0 = in-process")
     parser.add_argument("--seed", type=int, help="random seed (default 12345)")
-    parser.add_argument("--pretrained", help="initial weights: our checkpoint or an official SegFormer3D release")
+    parser.add_argument("--pretrained", help="initial weights: our checkpoint (any dataset) or an official "
+                                             "SegFormer3D release; every adapted or skipped tensor is logged")
+    parser.add_argument("--freeze-encoder-epochs", type=int, help="with --pretrained: keep the pretrained encoder "
+                                                                  "frozen for the first N epochs (default 0)")
+    parser.add_argument("--time-budget", help="wall-clock budget (2h, 45m, 90s, 1h30m): the number of epochs is "
+                                              "fitted to it, final validation included; --epochs becomes a maximum")
+    parser.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                        help="stop when the moving-average pseudo-Dice has not improved for PATIENCE epochs")
+    parser.add_argument("--logger", action="append", default=[], metavar="NAME",
+                        help="also log to tensorboard, mlflow or wandb (repeat or comma-separate for several)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--continue", dest="resume", action="store_true", help="resume from the newest checkpoint")
     parser.add_argument("--validate-only", action="store_true", help="only predict and evaluate the validation cases")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    started = time.monotonic()
 
     import torch
 
@@ -64,15 +81,33 @@ def _main(argv: list[str] | None) -> int:
         raise InputError("--continue and --validate-only exclude each other")
     if args.resume and args.pretrained:
         raise InputError("--pretrained cannot be combined with --continue")
+    if args.freeze_encoder_epochs and not args.pretrained:
+        raise InputError("--freeze-encoder-epochs needs --pretrained")
+    from segformer3d_auto.training.experiment_loggers import check_loggers
+    from segformer3d_auto.training.pretrained import FINETUNE_LR
+    from segformer3d_auto.training.time_budget import parse_duration
+
+    loggers = [name.strip() for value in args.logger for name in value.split(",") if name.strip()]
+    check_loggers(loggers)
+    try:
+        budget = parse_duration(args.time_budget) if args.time_budget is not None else None
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if budget is not None and args.epochs is None:
+        args.epochs = BUDGET_MAX_EPOCHS
+    if args.pretrained and args.lr is None:
+        args.lr = FINETUNE_LR
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device available")
     options = {k: getattr(args, k) for k in ("epochs", "iterations_per_epoch", "val_iterations", "batch_size", "lr",
                                               "weight_decay", "warmup_epochs", "grad_clip", "save_every",
-                                              "mixed_precision", "num_workers", "seed", "pretrained")}
+                                              "mixed_precision", "num_workers", "seed", "pretrained",
+                                              "early_stopping", "freeze_encoder_epochs")}
     try:
         config = TrainConfig(dataset_name="", fold=fold, configuration=args.configuration, device=device,
-                             compile=args.compile, validate_only=args.validate_only,
+                             compile=args.compile, validate_only=args.validate_only, time_budget=budget,
+                             loggers=loggers,
                              **{k: v for k, v in options.items() if v is not None})
     except ValueError as e:
         raise InputError(str(e)) from None
@@ -81,7 +116,7 @@ def _main(argv: list[str] | None) -> int:
     config.dataset_name = resolve_dataset_name(args.dataset)
     if device == "cpu":
         torch.set_num_threads(max(1, torch.get_num_threads()))
-    trainer = Trainer(config, progress=not args.no_progress)
+    trainer = Trainer(config, progress=not args.no_progress, started=started)
     try:
         summary = trainer.run(resume=args.resume)
     finally:

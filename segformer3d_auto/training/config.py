@@ -40,6 +40,10 @@ class TrainConfig:
     save_every: int = 5
     pretrained: str | None = None
     validate_only: bool = False
+    time_budget: float | None = None
+    early_stopping: int | None = None
+    freeze_encoder_epochs: int = 0
+    loggers: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -55,6 +59,12 @@ class TrainConfig:
             raise ValueError("warmup_epochs, weight_decay and grad_clip must be >= 0")
         if not 0 <= self.oversample_foreground <= 1:
             raise ValueError(f"oversample_foreground must be in [0, 1], got {self.oversample_foreground}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ValueError(f"time_budget must be positive seconds, got {self.time_budget}")
+        if self.early_stopping is not None and self.early_stopping < 1:
+            raise ValueError(f"early_stopping (patience) must be >= 1 epoch, got {self.early_stopping}")
+        if self.freeze_encoder_epochs < 0:
+            raise ValueError(f"freeze_encoder_epochs must be >= 0, got {self.freeze_encoder_epochs}")
         if self.mixed_precision not in ("auto", "no", "fp16", "bf16"):
             raise ValueError(f"mixed_precision must be auto, no, fp16 or bf16, got {self.mixed_precision!r}")
 

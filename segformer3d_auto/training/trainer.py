@@ -20,6 +20,8 @@ from segformer3d_auto.training import checkpoint as ckpt
 from segformer3d_auto.training import distributed as dist
 from segformer3d_auto.training.config import TrainConfig
 from segformer3d_auto.training.logger import TrainingLog
+from segformer3d_auto.training.pretrained import channel_names, head_names
+from segformer3d_auto.training.time_budget import format_duration
 
 
 class Trainer:
@@ -29,7 +31,7 @@ class Trainer:
         InputError: see :func:`segformer3d_auto.training.setup.resolve_fold`, and for an unreadable checkpoint.
     """
 
-    def __init__(self, config: TrainConfig, progress: bool = True) -> None:
+    def __init__(self, config: TrainConfig, progress: bool = True, started: float | None = None) -> None:
         from segformer3d_auto.dataset.labels import LabelManager
         from segformer3d_auto.training.setup import resolve_fold
 
@@ -54,7 +56,15 @@ class Trainer:
         log_file = self.paths.fold_folder / "training_log.txt" if dist.is_main() else None
         self.log = TrainingLog(log_file, self.label_manager.names)
         self.epoch = 0
+        self.num_epochs = config.epochs
+        self.stopped_early: str | None = None
         self._stop_signal: int | None = None
+        self._val_s_per_patch = 0.0
+        self.budget = None
+        if config.time_budget is not None:
+            from segformer3d_auto.training.time_budget import TimeBudget
+
+            self.budget = TimeBudget(config.time_budget, config.epochs, started=started)
         self.model = self.network
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -70,10 +80,13 @@ class Trainer:
         kwargs = dict(network_plan.get("kwargs", {}))
         kwargs["num_classes"] = self.label_manager.num_segmentation_heads
         network = create_model(network_plan["name"], **kwargs)
+        self.pretrained_report = None
         if self.config.pretrained:
             from segformer3d_auto.training.pretrained import load_pretrained
 
-            load_pretrained(network, self.config.pretrained)
+            self.pretrained_report = load_pretrained(network, self.config.pretrained,
+                                                     channel_names(self.paths.dataset_json),
+                                                     head_names(self.paths.dataset_json))
         return network.to(self.device)
 
     def _amp_dtype(self) -> torch.dtype | None:
@@ -129,8 +142,12 @@ class Trainer:
             "config": self.config.to_dict(),
             "logging": self.log.state_dict(),
             "best_ema": self.log.best_ema if math.isfinite(self.log.best_ema) else None,
-            "schedule": {"base_lr": self.config.lr, "epochs": self.config.epochs,
+            "schedule": {"base_lr": self.config.lr, "epochs": self.num_epochs,
                          "warmup_epochs": self.config.warmup_epochs, "exponent": self.config.poly_exponent},
+            "time_budget": self.budget.state_dict() if self.budget is not None else None,
+            "stopped_early": self.stopped_early,
+            "channel_names": channel_names(self.paths.dataset_json),
+            "class_names": head_names(self.paths.dataset_json),
         }
 
     def load_state(self, path: Any) -> None:
@@ -146,6 +163,16 @@ class Trainer:
             self.scaler.load_state_dict(state["grad_scaler_state"])
         self.epoch = int(state["epoch"])
         self.log.load_state_dict(state.get("logging", {}), self.epoch)
+        self.stopped_early = state.get("stopped_early")
+        if state.get("time_budget") and not self.config.validate_only:
+            if self.budget is None:  # --continue without repeating --time-budget: the stored budget goes on
+                from segformer3d_auto.training.time_budget import TimeBudget
+
+                self.budget = TimeBudget(state["time_budget"]["total_s"], int(state["config"]["epochs"]))
+            self.budget.load_state_dict(state["time_budget"])
+            self.num_epochs = int(state["schedule"]["epochs"])
+            self.log.write(f"time budget: resuming with {format_duration(max(self.budget.remaining(), 0))} "
+                           f"of {format_duration(self.budget.total_s)} left, {self.num_epochs} epochs planned")
 
     def save(self, name: str) -> None:
         """Write a checkpoint into the fold folder (rank 0 only)."""
@@ -181,23 +208,36 @@ class Trainer:
             self.log.write(f"training {self.paths.dataset_name} {self.config.fold_name}: "
                            f"{len(self.paths.train_cases)} training / {len(self.paths.val_cases)} validation cases, "
                            f"patch {self.plan['patch_size']}, batch {self.batch_size} x {self.world} rank(s)")
-        if self.epoch < self.config.epochs:
+            if self.pretrained_report is not None:
+                for line in self.pretrained_report.lines:
+                    self.log.write(line)
+        if self.epoch < self.num_epochs and self.stopped_early is None:
             self._train_epochs()
         if self._stop_signal is None and dist.is_main():
             self.save(ckpt.FINAL)
             (folder / ckpt.LATEST).unlink(missing_ok=True)
         dist.barrier()
-        return self.validate()
+        validation_start = time.monotonic()
+        summary = self.validate()
+        if self.budget is not None:
+            self.log.write(f"time budget: finished after {self.budget.elapsed():.1f}s of {self.budget.total_s:.1f}s "
+                           f"(final validation {time.monotonic() - validation_start:.1f}s, estimated "
+                           f"{self._validation_seconds():.1f}s)")
+        return summary
 
     def _train_epochs(self) -> None:
         train_aug, val_aug = self._loaders()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        loggers = self._experiment_loggers()
         try:
-            while self.epoch < self.config.epochs:
-                self._one_epoch(train_aug, val_aug)
+            while self.epoch < self.num_epochs and self.stopped_early is None:
+                self._freeze_encoder(self.epoch < self.config.freeze_encoder_epochs)
+                self._one_epoch(train_aug, val_aug, loggers)
                 if self._stop_signal is not None:
                     break
         finally:
+            if loggers is not None:
+                loggers.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
             for aug in (train_aug, val_aug):
@@ -211,14 +251,14 @@ class Trainer:
     def _on_signal(self, signum: int, frame: object) -> None:
         self._stop_signal = signum
 
-    def _one_epoch(self, train_aug: Any, val_aug: Any) -> None:
+    def _one_epoch(self, train_aug: Any, val_aug: Any, loggers: Any = None) -> None:
         from segformer3d_auto.training.augmentation import batch_to_tensors
         from segformer3d_auto.training.losses import pseudo_dice
         from segformer3d_auto.training.schedule import learning_rate, set_learning_rate
 
         c = self.config
         start = time.time()
-        lr = learning_rate(self.epoch, c.lr, c.epochs, c.warmup_epochs, c.poly_exponent)
+        lr = learning_rate(self.epoch, c.lr, self.num_epochs, c.warmup_epochs, c.poly_exponent)
         set_learning_rate(self.optimizer, lr)
         self.model.train()
         losses = []
@@ -234,6 +274,7 @@ class Trainer:
         self.model.eval()
         counts = torch.zeros(3, len(self.label_manager.classes_or_regions), dtype=torch.float64)
         val_losses = []
+        val_start = time.monotonic()
         with torch.no_grad():
             for _ in range(c.val_iterations):
                 data, seg = (t.to(self.device) for t in batch_to_tensors(next(val_aug)))
@@ -241,6 +282,8 @@ class Trainer:
                     logits = self.model(data)
                 val_losses.append(float(self.loss(logits, seg)))
                 counts += self.loss.dice_counts(logits, seg).cpu()
+        if c.val_iterations:
+            self._val_s_per_patch = (time.monotonic() - val_start) / (c.val_iterations * self.batch_size)
         sums = dist.all_reduce_sum(torch.tensor([sum(losses), len(losses), sum(val_losses), len(val_losses)],
                                                 dtype=torch.float64))
         counts = dist.all_reduce_sum(counts)
@@ -249,8 +292,13 @@ class Trainer:
         ema = self.log.add_epoch(train_loss, val_loss, pseudo_dice(counts), lr, time.time() - start)
         best_before = max(self.log.curves["ema_fg_dice"][:-1], default=-math.inf, key=_nan_low)
         self.epoch += 1
+        messages = self._plan_next_epochs()
         if dist.is_main():
             self.log.write(self.log.epoch_line(self.epoch - 1))
+            for message in messages:
+                self.log.write(message)
+                if self.progress:
+                    print(message, file=sys.stderr, flush=True)
             if self.progress:
                 print(self.log.epoch_line(self.epoch - 1), file=sys.stderr, flush=True)
             from segformer3d_auto.training.progress_plot import plot_progress
@@ -258,8 +306,78 @@ class Trainer:
             plot_progress(self.log.curves, self.paths.fold_folder / "progress.png")
             if not math.isnan(ema) and (math.isnan(best_before) or ema > best_before):
                 self.save(ckpt.BEST)
-            if self.epoch % c.save_every == 0 and self.epoch < c.epochs:
+            if loggers is not None:
+                loggers.log_epoch(self.log.curves, self.epoch - 1, self.log.class_names)
+                last = self.epoch >= self.num_epochs or self.stopped_early is not None
+                if c.val_iterations and (self.epoch % c.save_every == 0 or last):
+                    loggers.log_images(self._overlays(data, seg, logits), self.epoch - 1)
+            if self.epoch % c.save_every == 0 and self.epoch < self.num_epochs and self.stopped_early is None:
                 self.save(ckpt.LATEST)
+
+    def _plan_next_epochs(self) -> list[str]:
+        """After an epoch: let the time budget fix the number of epochs and early stopping decide; returns the
+        log lines saying what changed. Every rank decides alike (rank 0's numbers are broadcast under DDP)."""
+        messages = []
+        if self.budget is not None:
+            epochs, message = self.budget.end_epoch(self.epoch, self._validation_seconds())
+            self.num_epochs = int(dist.all_reduce_sum(torch.tensor([epochs if dist.is_main() else 0]))[0])
+            if message:
+                messages.append(message)
+        if self.config.early_stopping is not None and self.epoch < self.num_epochs:
+            from segformer3d_auto.training.early_stopping import early_stop_reason
+
+            self.stopped_early = early_stop_reason(self.log.curves["ema_fg_dice"], self.config.early_stopping)
+            if self.stopped_early is not None:
+                messages.append(f"{self.stopped_early} of {self.num_epochs}")
+        return messages
+
+    def _validation_seconds(self) -> float:
+        """Estimated duration of the final validation: its sliding-window forward passes at the speed measured
+        in the last pseudo-Dice pass, with 50% and one second per case for resampling, export and evaluation."""
+        if self.config.fold == "all" or not self.paths.val_cases or self.config.val_iterations == 0:
+            return 0.0
+        from segformer3d_auto.training.time_budget import validation_forward_passes
+
+        if not hasattr(self, "_val_passes"):
+            import numpy as np
+
+            shapes = [np.load(self.paths.data_folder / f"{case}.npy", mmap_mode="r").shape[1:]
+                      for case in self.paths.val_cases]
+            self._val_passes = validation_forward_passes(shapes, self.plan["patch_size"],
+                                                         len(self.plan.get("mirror_axes", [0, 1, 2])))
+        return 1.5 * self._val_passes * self._val_s_per_patch + len(self.paths.val_cases)
+
+    def _freeze_encoder(self, frozen: bool) -> None:
+        """``--freeze-encoder-epochs``: the encoder's pretrained tensors are frozen during the first epochs
+        (tensors that were adapted or initialised keep training)."""
+        if self.config.freeze_encoder_epochs == 0 or self.pretrained_report is None:
+            return
+        from segformer3d_auto.training.pretrained import set_encoder_frozen
+
+        if set_encoder_frozen(self.network, frozen, self.pretrained_report.changed):
+            self.log.write(f"encoder {'frozen' if frozen else 'unfrozen'} from epoch {self.epoch}")
+
+    def _experiment_loggers(self) -> Any:
+        if not self.config.loggers or not dist.is_main():
+            return None
+        from segformer3d_auto.training.experiment_loggers import ExperimentLoggers
+
+        run_name = f"{self.paths.dataset_name} {self.paths.model_folder.name} {self.config.fold_name}"
+        return ExperimentLoggers(self.config.loggers, self.paths.fold_folder, run_name, self.config.to_dict())
+
+    def _overlays(self, data: torch.Tensor, seg: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
+        """Middle slice of up to three patches of the last pseudo-Dice batch: reference | prediction."""
+        from segformer3d_auto.training.experiment_loggers import overlay
+
+        images = {}
+        for i in range(min(3, data.shape[0])):
+            scores = logits[i].float()
+            probs = torch.sigmoid(scores) if self.label_manager.has_regions else torch.softmax(scores, 0)
+            predicted = self.label_manager.probabilities_to_segmentation(probs.cpu().numpy())
+            z = data.shape[2] // 2
+            images[f"validation/overlay_{i}"] = overlay(data[i, 0, z].cpu().numpy(), seg[i, 0, z].cpu().numpy(),
+                                                        predicted[z])
+        return images
 
     def _train_step(self, batch: dict[str, Any]) -> float:
         from segformer3d_auto.training.augmentation import batch_to_tensors

@@ -1,0 +1,163 @@
+"""``--time-budget``: fit the number of epochs to the time a user can afford.
+
+The first epochs are measured, then the number of epochs is fixed so that training plus the final validation
+ends within the budget; the learning-rate schedule is a pure function of that number, so the run always anneals
+to its end instead of being cut off mid-schedule. When the measured speed drifts by more than
+:data:`REPLAN_CHANGE` from the one the plan was made with (a shared machine getting busier or quieter), or the
+remaining time no longer holds the planned epochs, the number is re-estimated and the log says so.
+
+The clock is the process's monotonic clock; what a run has spent is stored in its checkpoints, so ``--continue``
+goes on with the time that was left when the checkpoint was written (epochs lost to a crash are redone, the idle
+time between the crash and the restart is not counted).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+MEASURE_EPOCHS = 2
+REPLAN_CHANGE = 0.2
+SPEED_WINDOW = 3
+_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"2h"``, ``"45m"``, ``"90s"``, ``"1h30m"`` or a bare number of seconds (``"600"``).
+
+    Raises:
+        ValueError: anything else, or a duration that is not positive.
+    """
+    value = str(text).strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", value):
+        seconds = float(value)
+    else:
+        parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", value)
+        if not parts or "".join(n + u for n, u in parts) != value or len({u for _, u in parts}) != len(parts):
+            raise ValueError(f"time budget {text!r}: expected e.g. 2h, 45m, 90s or 1h30m")
+        seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if not seconds > 0:
+        raise ValueError(f"time budget {text!r} must be positive")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``3725.0 -> "1h02m05s"``, ``95.4 -> "1m35s"``, ``42.0 -> "42s"`` (for log lines)."""
+    s = int(round(seconds))
+    h, m, s = s // 3600, s % 3600 // 60, s % 60
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def plan_epochs(epochs_done: int, remaining_s: float, epoch_s: float, validation_s: float, max_epochs: int) -> int:
+    """Total number of epochs that fit: the ones done plus as many whole epochs of ``epoch_s`` as the remaining
+    time holds once ``validation_s`` is set aside; never fewer than ``epochs_done`` (at least 1), never more than
+    ``max_epochs``.
+    """
+    if epoch_s <= 0 or validation_s < 0 or max_epochs < 1 or epochs_done < 0:
+        raise ValueError(f"bad plan arguments: epoch_s={epoch_s}, validation_s={validation_s}, "
+                         f"max_epochs={max_epochs}, epochs_done={epochs_done}")
+    more = max(0, math.floor((remaining_s - validation_s) / epoch_s))
+    return max(1, epochs_done, min(max_epochs, epochs_done + more))
+
+
+def epoch_seconds(durations: Sequence[float]) -> float:
+    """Current time per epoch: the median of the last :data:`SPEED_WINDOW` epochs, leaving out the first epoch
+    (which also pays for start-up) once there are later ones."""
+    if not durations:
+        raise ValueError("no epoch measured yet")
+    usable = list(durations[1:]) if len(durations) > 1 else list(durations)
+    return float(statistics.median(usable[-SPEED_WINDOW:]))
+
+
+class TimeBudget:
+    """The budget of one run and its plan.
+
+    Args:
+        total_s: the budget in seconds.
+        max_epochs: upper bound on the epochs (``--epochs`` when given).
+        spent_s: time already spent by earlier runs of the same training (from the checkpoint).
+        clock: seconds from a monotonic clock; tests pass their own.
+        started: the clock's reading when this process started working on the run (default: now).
+    """
+
+    def __init__(self, total_s: float, max_epochs: int, spent_s: float = 0.0,
+                 clock: Callable[[], float] = time.monotonic, started: float | None = None) -> None:
+        if not total_s > 0 or max_epochs < 1 or spent_s < 0:
+            raise ValueError(f"bad time budget: total_s={total_s}, max_epochs={max_epochs}, spent_s={spent_s}")
+        self.total_s = float(total_s)
+        self.max_epochs = int(max_epochs)
+        self.clock = clock
+        self._spent_before = float(spent_s)
+        self._started = clock() if started is None else float(started)
+        self._last_mark = self._started
+        self.durations: list[float] = []
+        self.planned_epochs: int | None = None
+        self.planned_epoch_s: float | None = None
+
+    def elapsed(self) -> float:
+        """Seconds of the budget used so far, earlier runs included."""
+        return self._spent_before + self.clock() - self._started
+
+    def remaining(self) -> float:
+        """Seconds left (negative once overrun)."""
+        return self.total_s - self.elapsed()
+
+    def end_epoch(self, epochs_done: int, validation_s: float) -> tuple[int, str | None]:
+        """Record that an epoch ended now and return ``(number of epochs, log message or None)``.
+
+        The number is the provisional ``max_epochs`` during the first :data:`MEASURE_EPOCHS` epochs (unless the
+        budget already runs short), then the plan; the message says when and why the plan was made or changed.
+        """
+        now = self.clock()
+        self.durations.append(now - self._last_mark)
+        self._last_mark = now
+        epoch_s = epoch_seconds(self.durations)
+        fits = plan_epochs(epochs_done, self.remaining(), epoch_s, validation_s, self.max_epochs)
+        left = f"{format_duration(max(self.remaining(), 0))} of {format_duration(self.total_s)} left"
+        if self.planned_epochs is None:
+            if len(self.durations) < MEASURE_EPOCHS and fits >= MEASURE_EPOCHS:
+                return self.max_epochs, None
+            message = (f"time budget: {epoch_s:.1f}s per epoch, final validation estimated at {validation_s:.1f}s, "
+                       f"{left}: training {fits} epochs")
+        elif abs(epoch_s - self.planned_epoch_s) > REPLAN_CHANGE * self.planned_epoch_s:
+            change = 100 * (epoch_s / self.planned_epoch_s - 1)
+            message = (f"time budget: speed changed by {change:+.0f}% ({self.planned_epoch_s:.1f}s -> {epoch_s:.1f}s "
+                       f"per epoch), {left}: re-estimated {self.planned_epochs} -> {fits} epochs")
+        elif fits < self.planned_epochs:
+            message = (f"time budget: {left} no longer holds {self.planned_epochs} epochs at {epoch_s:.1f}s per "
+                       f"epoch: re-estimated {self.planned_epochs} -> {fits} epochs")
+        else:
+            return self.planned_epochs, None
+        self.planned_epochs, self.planned_epoch_s = fits, epoch_s
+        return fits, message
+
+    def state_dict(self) -> dict[str, Any]:
+        """What ``--continue`` needs: the budget, the time spent and the plan (plain numbers)."""
+        return {"total_s": self.total_s, "spent_s": self.elapsed(), "planned_epochs": self.planned_epochs,
+                "planned_epoch_s": self.planned_epoch_s, "durations": list(self.durations)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a budget from a checkpoint: the time it had spent and its plan; the clock restarts now."""
+        self._spent_before = float(state.get("spent_s", 0.0))
+        self._started = self._last_mark = self.clock()
+        self.planned_epochs = state.get("planned_epochs")
+        self.planned_epoch_s = state.get("planned_epoch_s")
+        self.durations = [float(d) for d in state.get("durations", [])]
+
+
+def validation_forward_passes(case_shapes: Sequence[Sequence[int]], patch_size: Sequence[int],
+                              num_mirror_axes: int) -> int:
+    """Network forward passes (one patch each) that the final validation's sliding window makes: half-patch
+    steps (the predictor's default) over each case padded to at least a patch, times ``2 ** num_mirror_axes``
+    mirror combinations."""
+    from segformer3d_auto.inference.sliding_window import compute_steps
+
+    total = 0
+    for shape in case_shapes:
+        padded = [max(int(s), int(p)) for s, p in zip(shape, patch_size)]
+        total += math.prod(len(steps) for steps in compute_steps(padded, patch_size, 0.5))
+    return total * 2 ** num_mirror_axes
