@@ -6,8 +6,9 @@ are written as before.
 Where they write, with no network needed:
 
 - tensorboard: ``fold_N/tensorboard/`` (``tensorboard --logdir`` on the model folder shows all folds).
-- mlflow: ``MLFLOW_TRACKING_URI`` when set, else a local file store ``mlruns/`` in the model folder; experiment
-  = dataset name, one run per fold.
+- mlflow: ``MLFLOW_TRACKING_URI`` when set (e.g. a server, or ``sqlite:///mlflow.db`` with the full ``mlflow``
+  package), else MLflow's local file store ``mlruns/`` in the model folder (``mlflow ui --backend-store-uri`` on
+  it); experiment = dataset name, one run per fold.
 - wandb: offline unless ``WANDB_MODE`` says otherwise, run folder under ``fold_N/wandb/`` (``wandb sync`` it later).
 
 The adapters are thin on purpose: each call maps one to one onto the library's own logging call.
@@ -68,7 +69,10 @@ class _MLflow:
     def __init__(self, fold_folder: Path, run_name: str, config: dict[str, Any]) -> None:
         import mlflow
 
-        uri = os.environ.get("MLFLOW_TRACKING_URI") or (fold_folder.parent / "mlruns").resolve().as_uri()
+        uri = os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:  # MLflow 3 keeps its file store in maintenance mode behind this opt-out; it needs no server
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            uri = (fold_folder.parent / "mlruns").resolve().as_uri()
         self.client = mlflow.MlflowClient(tracking_uri=uri)
         experiment_name = str(config.get("dataset_name", "segformer3d_auto"))
         experiment = self.client.get_experiment_by_name(experiment_name)
