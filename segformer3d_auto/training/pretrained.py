@@ -7,6 +7,9 @@ dataset with other input channels or other classes.
   match get the mean of the pretrained columns; when no name matches (or names are unknown), every channel gets
   the mean scaled by ``pretrained channels / new channels`` (averaged and repeated: an input whose channels are
   all equal gives the same response as before).
+- Convolution kernels planned with another shape (an anisotropic plan's ``1 x 7 x 7`` patch embedding against an
+  isotropic ``7 x 7 x 7`` one): summed over an axis that became 1 voxel thick (same response to an input constant
+  along it), repeated and divided along an axis that grew from 1 (inflated).
 - The prediction layer (``decode_head.pred``) when the classes differ: a new head, with the rows of the classes
   (or regions) whose names match copied.
 - Anything else that does not fit keeps its initialisation.
@@ -102,6 +105,9 @@ def load_pretrained(network: torch.nn.Module, path: str, channels: list[str] | N
             new[key] = source
             report.copied += 1
             continue
+        elif _kernel_adaptable(source, target):
+            new[key], how = _adapt_kernel(source, target)
+            line = f"{key}: {how}"
         else:
             line = f"{key}: shape {tuple(source.shape)} in the checkpoint, {tuple(target.shape)} here: initialised"
         report.lines.append(line)
@@ -137,10 +143,38 @@ def _differ(source: list[str] | None, target: list[str] | None) -> bool:
     return source is not None and target is not None and [s.lower() for s in source] != [t.lower() for t in target]
 
 
+def _kernel_adaptable(source: torch.Tensor, target: torch.Tensor, channels_too: bool = False) -> bool:
+    """A 3D convolution weight whose kernel differs only by axes of size 1 on one side."""
+    if source.dim() != 5 or target.dim() != 5 or source.shape[0] != target.shape[0]:
+        return False
+    if not channels_too and source.shape[1] != target.shape[1]:
+        return False
+    return all(a == b or a == 1 or b == 1 for a, b in zip(source.shape[2:], target.shape[2:]))
+
+
+def _adapt_kernel(source: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, str]:
+    """Bring ``source``'s kernel to ``target``'s: sum over axes that became 1, inflate axes that grew from 1."""
+    out, done = source, []
+    for axis, (a, b) in enumerate(zip(source.shape[2:], target.shape[2:]), start=2):
+        if a != b and b == 1:
+            out = out.sum(dim=axis, keepdim=True)
+            done.append(f"summed over axis {axis - 2}")
+        elif a != b:
+            repeats = [1] * 5
+            repeats[axis] = b
+            out = out.repeat(*repeats) / b
+            done.append(f"inflated along axis {axis - 2}")
+    return out, f"kernel {tuple(source.shape[2:])} -> {tuple(target.shape[2:])} ({', '.join(done)})"
+
+
 def _adapt_channels(source: torch.Tensor, target: torch.Tensor, source_names: list[str] | None,
                     names: list[str] | None) -> tuple[torch.Tensor, str]:
-    if source.dim() != 2 + 3 or source.shape[0] != target.shape[0] or source.shape[2:] != target.shape[2:]:
+    if not _kernel_adaptable(source, target, channels_too=True):
         return target, f"{FIRST_EMBEDDING}: shape {tuple(source.shape)} vs {tuple(target.shape)}: initialised"
+    kernel = ""
+    if source.shape[2:] != target.shape[2:]:
+        source, how = _adapt_kernel(source, target)
+        kernel = f"{how}; "
     n_source, n_target = source.shape[1], target.shape[1]
     lookup = {n.lower(): i for i, n in enumerate(source_names or [])}
     matches = [lookup.get(n.lower()) for n in names] if names is not None and len(names) == n_target else []
@@ -148,9 +182,10 @@ def _adapt_channels(source: torch.Tensor, target: torch.Tensor, source_names: li
     if any(m is not None for m in matches):
         columns = [source[:, m:m + 1] if m is not None else mean for m in matches]
         described = ", ".join(f"{n}<-{source_names[m] if m is not None else 'mean'}" for n, m in zip(names, matches))
-        return torch.cat(columns, dim=1), f"{FIRST_EMBEDDING}: {n_source} -> {n_target} channels by name ({described})"
+        return torch.cat(columns, dim=1), (f"{FIRST_EMBEDDING}: {kernel}{n_source} -> {n_target} channels by name "
+                                           f"({described})")
     adapted = (mean * (n_source / n_target)).repeat(1, n_target, 1, 1, 1)
-    return adapted, (f"{FIRST_EMBEDDING}: {n_source} -> {n_target} channels, averaged and repeated "
+    return adapted, (f"{FIRST_EMBEDDING}: {kernel}{n_source} -> {n_target} channels, averaged and repeated "
                      f"(scaled by {n_source}/{n_target})")
 
 

@@ -23,6 +23,7 @@ from typing import Any
 MEASURE_EPOCHS = 2
 REPLAN_CHANGE = 0.2
 SPEED_WINDOW = 3
+MARGIN_EPOCHS = 0.5
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
 
@@ -54,23 +55,22 @@ def format_duration(seconds: float) -> str:
 
 def plan_epochs(epochs_done: int, remaining_s: float, epoch_s: float, validation_s: float, max_epochs: int) -> int:
     """Total number of epochs that fit: the ones done plus as many whole epochs of ``epoch_s`` as the remaining
-    time holds once ``validation_s`` is set aside; never fewer than ``epochs_done`` (at least 1), never more than
-    ``max_epochs``.
+    time holds once ``validation_s`` and :data:`MARGIN_EPOCHS` of an epoch are set aside (the margin absorbs the
+    jitter of a shared machine, so that the plan rarely has to shrink in its last epochs, when the learning rate
+    could no longer anneal); never fewer than ``epochs_done`` (at least 1), never more than ``max_epochs``.
     """
     if epoch_s <= 0 or validation_s < 0 or max_epochs < 1 or epochs_done < 0:
         raise ValueError(f"bad plan arguments: epoch_s={epoch_s}, validation_s={validation_s}, "
                          f"max_epochs={max_epochs}, epochs_done={epochs_done}")
-    more = max(0, math.floor((remaining_s - validation_s) / epoch_s))
+    more = max(0, math.floor((remaining_s - validation_s) / epoch_s - MARGIN_EPOCHS))
     return max(1, epochs_done, min(max_epochs, epochs_done + more))
 
 
 def epoch_seconds(durations: Sequence[float]) -> float:
-    """Current time per epoch: the median of the last :data:`SPEED_WINDOW` epochs, leaving out the first epoch
-    (which also pays for start-up) once there are later ones."""
+    """Current time per epoch: the median of the last :data:`SPEED_WINDOW` epoch durations."""
     if not durations:
         raise ValueError("no epoch measured yet")
-    usable = list(durations[1:]) if len(durations) > 1 else list(durations)
-    return float(statistics.median(usable[-SPEED_WINDOW:]))
+    return float(statistics.median(list(durations)[-SPEED_WINDOW:]))
 
 
 class TimeBudget:
@@ -94,9 +94,15 @@ class TimeBudget:
         self._spent_before = float(spent_s)
         self._started = clock() if started is None else float(started)
         self._last_mark = self._started
+        self._starting = True  # the first epoch of a process also pays for start-up: not a speed sample
         self.durations: list[float] = []
         self.planned_epochs: int | None = None
         self.planned_epoch_s: float | None = None
+
+    def begin_training(self) -> None:
+        """Call when the epochs start: what came before (imports, network, data loaders) is spent time but not
+        part of the first epoch's duration."""
+        self._last_mark = self.clock()
 
     def elapsed(self) -> float:
         """Seconds of the budget used so far, earlier runs included."""
@@ -113,13 +119,17 @@ class TimeBudget:
         budget already runs short), then the plan; the message says when and why the plan was made or changed.
         """
         now = self.clock()
-        self.durations.append(now - self._last_mark)
-        self._last_mark = now
-        epoch_s = epoch_seconds(self.durations)
+        duration, self._last_mark = now - self._last_mark, now
+        if self._starting:
+            self._starting = False
+            epoch_s = epoch_seconds(self.durations or [duration])
+        else:
+            self.durations.append(duration)
+            epoch_s = epoch_seconds(self.durations)
         fits = plan_epochs(epochs_done, self.remaining(), epoch_s, validation_s, self.max_epochs)
         left = f"{format_duration(max(self.remaining(), 0))} of {format_duration(self.total_s)} left"
         if self.planned_epochs is None:
-            if len(self.durations) < MEASURE_EPOCHS and fits >= MEASURE_EPOCHS:
+            if not self.durations and fits >= MEASURE_EPOCHS:
                 return self.max_epochs, None
             message = (f"time budget: {epoch_s:.1f}s per epoch, final validation estimated at {validation_s:.1f}s, "
                        f"{left}: training {fits} epochs")
@@ -144,6 +154,7 @@ class TimeBudget:
         """Continue a budget from a checkpoint: the time it had spent and its plan; the clock restarts now."""
         self._spent_before = float(state.get("spent_s", 0.0))
         self._started = self._last_mark = self.clock()
+        self._starting = True
         self.planned_epochs = state.get("planned_epochs")
         self.planned_epoch_s = state.get("planned_epoch_s")
         self.durations = [float(d) for d in state.get("durations", [])]

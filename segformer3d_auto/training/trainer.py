@@ -229,6 +229,8 @@ class Trainer:
         train_aug, val_aug = self._loaders()
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         loggers = self._experiment_loggers()
+        if self.budget is not None:
+            self.budget.begin_training()
         try:
             while self.epoch < self.num_epochs and self.stopped_early is None:
                 self._freeze_encoder(self.epoch < self.config.freeze_encoder_epochs)

@@ -113,3 +113,88 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path_factory, tmp_path):
     fold.mkdir(parents=True)
     (fold / "checkpoint_latest.pth").write_bytes(b"not a checkpoint")
     assert "checkpoint_latest.pth" in _error(train_command("0", "--continue"), env)
+
+
+def _log_lines(fold: Path) -> list[str]:
+    return (fold / "training_log.txt").read_text().splitlines()
+
+
+def test_time_budget_fixes_the_epochs_anneals_and_continue_keeps_the_rest(tmp_path_factory):
+    env = {**prepared_roots(tmp_path_factory.getbasetemp() / "training_data"),
+           "SF3D_RESULTS": str(tmp_path_factory.mktemp("budget"))}
+    fold = Path(env["SF3D_RESULTS"]) / DATASET / "SegFormer3D__3d_fullres" / "fold_all"
+    options = ["--iterations-per-epoch", "1", "--val-iterations", "1", "--save-every", "1"]
+    process = subprocess.Popen(train_command("all", *options, "--time-budget", "25s"),
+                               env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = fold / "training_log.txt"
+    planned_at = None
+    while process.poll() is None:  # kill one epoch after the plan was made
+        lines = log.read_text().splitlines() if log.is_file() else []
+        plan = [i for i, line in enumerate(lines) if "time budget: " in line]
+        if plan and planned_at is None:
+            planned_at = plan[0]
+        if planned_at is not None and any(" epoch " in line for line in lines[planned_at:]):
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.2)
+    process.wait()
+    assert not (fold / "checkpoint_final.pth").exists(), "the run finished before it could be killed"
+    killed_at = torch.load(fold / "checkpoint_latest.pth", weights_only=True)["epoch"]
+
+    run(train_command("all", *options, "--continue"), env)  # the budget comes from the checkpoint
+    lines = _log_lines(fold)
+    resumed = [line for line in lines if "time budget: resuming with " in line]
+    assert len(resumed) == 1 and " of 25s left" in resumed[0]
+    assert int(resumed[0].split("resuming with ")[1].split("s of")[0]) < 25
+    plans = [line for line in lines if "time budget: " in line and line.endswith(" epochs")]
+    planned = int(plans[-1].split()[-2])
+    state = torch.load(fold / "checkpoint_final.pth", weights_only=True)
+    assert state["epoch"] == planned == state["schedule"]["epochs"] > killed_at
+    lrs = state["logging"]["lr"]
+    assert len(lrs) == planned and lrs[-1] < 0.5 * 3e-4  # ends annealed (below half the peak), not cut off
+    assert any("time budget: finished after " in line for line in lines)
+
+
+def test_early_stopping_still_saves_validates_and_says_why(tmp_path_factory):
+    env = {**prepared_roots(tmp_path_factory.getbasetemp() / "training_data"),
+           "SF3D_RESULTS": str(tmp_path_factory.mktemp("early"))}
+    fold = Path(env["SF3D_RESULTS"]) / DATASET / "SegFormer3D__3d_fullres" / "fold_0"
+    # no pseudo-Dice batches: the moving average never gets a value, so nothing ever improves
+    options = ["--epochs", "10", "--iterations-per-epoch", "1", "--val-iterations", "0", "--early-stopping", "2"]
+    run(train_command("0", *options), env)
+    assert torch.load(fold / "checkpoint_final.pth", weights_only=True)["epoch"] == 2
+    assert (fold / "validation" / "summary.json").is_file()
+    assert any("early stopping: no moving-average pseudo-Dice in 2 epochs" in line for line in _log_lines(fold))
+    before = len(_log_lines(fold))
+    run(train_command("0", *options, "--continue"), env)  # a stopped run stays stopped
+    assert not any("train_loss=" in line for line in _log_lines(fold)[before:])
+
+
+def test_finetuning_from_another_dataset_adapts_channels_and_head(tmp_path_factory):
+    from tests.training.data import CT_DATASET, prepared_ct_roots, trained_fold0
+
+    _, source_folder = trained_fold0(tmp_path_factory.getbasetemp() / "training_data")
+    pretrained = source_folder / "fold_0" / "checkpoint_final.pth"
+    env = {**prepared_ct_roots(tmp_path_factory.getbasetemp() / "ct_data"),
+           "SF3D_RESULTS": str(tmp_path_factory.mktemp("finetune"))}
+    run(train_command("all", "--pretrained", str(pretrained), "--epochs", "1", "--iterations-per-epoch", "1",
+                      "--freeze-encoder-epochs", "1", dataset="502"), env)
+    fold = Path(env["SF3D_RESULTS"]) / CT_DATASET / "SegFormer3D__3d_fullres" / "fold_all"
+    text = (fold / "training_log.txt").read_text()
+    # the CT plan is anisotropic: a 1 x 7 x 7 first kernel where the MRI plan has 7 x 7 x 7
+    assert ("stages.0.patch_embed.proj.weight: kernel (7, 7, 7) -> (1, 7, 7) (summed over axis 0); "
+            "4 -> 1 channels, averaged and repeated (scaled by 4/1)") in text
+    assert "decode_head.pred.weight: new head for 3 outputs (3 pretrained); copied by name: none" in text
+    assert "encoder frozen from epoch 0" in text
+    assert read_json(fold / "config.json")["lr"] == 1e-4  # the fine-tuning default
+    source = torch.load(pretrained, weights_only=True)["network_weights"]
+    tuned = torch.load(fold / "checkpoint_final.pth", weights_only=True)["network_weights"]
+    embedding = "stages.0.patch_embed.proj.weight"
+    frozen = [k for k in tuned if k.startswith("stages.") and f"{k}:" not in text and k in source]
+    assert len(frozen) > 100 and all(torch.equal(tuned[k], source[k]) for k in frozen)
+    # adapted (summed over z, then over the 4 channels: mean * 4), then one AdamW step at lr 1e-4: each weight
+    # moves by at most lr (plus lr * 0.01 * |w| of weight decay)
+    adapted = source[embedding].sum(dim=2, keepdim=True).sum(dim=1, keepdim=True)
+    assert (tuned[embedding] - adapted).abs().max() <= 1e-4 * 1.01 + 1e-6
+    assert not torch.equal(tuned["decode_head.linear_c.0.proj.weight"], source["decode_head.linear_c.0.proj.weight"])

@@ -39,9 +39,9 @@ def run(command: list[str], env: dict[str, str], timeout: float = 600, check: bo
     return result
 
 
-def train_command(fold: str, *options: str) -> list[str]:
-    """``sf3d_train 501 FOLD`` as a subprocess with a tiny, single-process budget plus ``options``."""
-    return [sys.executable, "-m", "segformer3d_auto.cli.train", "501", fold, "--num-workers", "0", "--no-progress",
+def train_command(fold: str, *options: str, dataset: str = "501") -> list[str]:
+    """``sf3d_train DATASET FOLD`` as a subprocess with a tiny, single-process budget plus ``options``."""
+    return [sys.executable, "-m", "segformer3d_auto.cli.train", dataset, fold, "--num-workers", "0", "--no-progress",
             "--val-iterations", "2", *options]
 
 
@@ -56,3 +56,21 @@ def trained_fold0(base: Path) -> tuple[dict[str, str], Path]:
         run(train_command("0", "--epochs", "8", "--iterations-per-epoch", "10", "--warmup-epochs", "1",
                           "--seed", "1", "--num-workers", "1"), env)
     return env, model_folder
+
+
+CT_DATASET = "Dataset502_SyntheticCT"
+
+
+def prepared_ct_roots(base: Path) -> dict[str, str]:
+    """Environment of a preprocessed 4-case, 1-channel CT dataset (labels liver, kidney) under ``base``, for
+    fine-tuning from the region dataset; built on the first call only."""
+    if base in _CACHE:
+        return dict(_CACHE[base])
+    env = {"SF3D_RAW": str(base / "raw"), "SF3D_PREPROCESSED": str(base / "preprocessed")}
+    if not (base / "preprocessed" / CT_DATASET / "splits_final.json").is_file():
+        from segformer3d_auto.dataset.synthetic import make_ct_dataset
+
+        make_ct_dataset(base / "raw", num_cases=4, shape=(12, 32, 32), num_test_cases=0)
+        run([sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess", "-d", "502", "-np", "1"], env)
+    _CACHE[base] = env
+    return dict(env)

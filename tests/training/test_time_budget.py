@@ -32,8 +32,8 @@ def test_durations_parse_and_print():
 
 
 def test_plan_fills_the_remaining_time_after_validation():
-    # 100 s left, 20 s validation, 7 s per epoch: floor(80 / 7) = 11 more
-    assert plan_epochs(2, 100.0, 7.0, 20.0, 1000) == 13
+    # 100 s left, 20 s validation, 7 s per epoch, half an epoch of margin: floor(80 / 7 - 0.5) = 10 more
+    assert plan_epochs(2, 100.0, 7.0, 20.0, 1000) == 12
     assert plan_epochs(2, 100.0, 7.0, 20.0, 10) == 10
     assert plan_epochs(2, 10.0, 7.0, 20.0, 1000) == 2  # over budget: stop now, never undo done epochs
     assert plan_epochs(0, 1.0, 7.0, 20.0, 1000) == 1
@@ -41,31 +41,33 @@ def test_plan_fills_the_remaining_time_after_validation():
         plan_epochs(0, 1.0, 0.0, 0.0, 10)
 
 
-def test_epoch_speed_leaves_out_the_start_up_epoch():
+def test_epoch_speed_is_the_median_of_the_last_three():
     assert epoch_seconds([30.0]) == 30.0
-    assert epoch_seconds([30.0, 10.0]) == 10.0
-    assert epoch_seconds([30.0, 10.0, 14.0, 11.0, 20.0]) == 14.0  # median of the last three
+    assert epoch_seconds([30.0, 10.0]) == 20.0
+    assert epoch_seconds([30.0, 10.0, 14.0, 11.0, 20.0]) == 14.0
 
 
 def test_budget_measures_then_plans_then_replans_on_a_speed_change():
     clock = FakeClock()
     budget = TimeBudget(100.0, max_epochs=1000, clock=clock)
-    clock.now += 12.0  # epoch 0 with start-up
+    clock.now += 4.0
+    budget.begin_training()  # spent, but not part of the first epoch
+    clock.now += 8.0  # epoch 0 pays for the loaders' start-up: not a speed sample
     assert budget.end_epoch(1, 5.0) == (1000, None)  # still measuring
     clock.now += 5.0
     epochs, message = budget.end_epoch(2, 5.0)
-    # 83 s left, 5 s validation, 5 s per epoch: 2 + floor(78 / 5) = 17
+    # 83 s left, 5 s validation, 5 s per epoch: 2 + floor(78 / 5 - 0.5) = 17
     assert epochs == 17 and "training 17 epochs" in message
-    clock.now += 4.5  # -10%: within the tolerance, and 3 + floor((78.5 - 5) / 4.75) = 18 still holds 17
+    clock.now += 4.5  # -10%: within the tolerance, and 3 + floor(73.5 / 4.75 - 0.5) = 17 still holds
     assert budget.end_epoch(3, 5.0) == (17, None)
     clock.now += 9.0
     epochs, message = budget.end_epoch(4, 5.0)
-    # median of 5, 4.5, 9 = 5 (no speed change), but 69.5 s left hold only 4 + floor(64.5 / 5) = 16
+    # median of 5, 4.5, 9 = 5 (no speed change), but 69.5 s left hold only 4 + floor(64.5 / 5 - 0.5) = 16
     assert epochs == 16 and "no longer holds 17 epochs" in message
     clock.now += 9.0
     epochs, message = budget.end_epoch(5, 5.0)
-    # median of 4.5, 9, 9 = 9 (+80% on 5); 60.5 s left: 5 + floor(55.5 / 9) = 11
-    assert epochs == 11 and "speed changed by +80%" in message and "16 -> 11 epochs" in message
+    # median of 4.5, 9, 9 = 9 (+80% on 5); 60.5 s left: 5 + floor(55.5 / 9 - 0.5) = 10
+    assert epochs == 10 and "speed changed by +80%" in message and "16 -> 10 epochs" in message
 
 
 def test_budget_that_cannot_hold_two_epochs_plans_after_the_first():
@@ -79,12 +81,17 @@ def test_budget_that_cannot_hold_two_epochs_plans_after_the_first():
 def test_resumed_budget_keeps_the_time_that_was_left():
     clock = FakeClock()
     budget = TimeBudget(100.0, max_epochs=1000, clock=clock)
-    clock.now += 30.0
+    for seconds in (12.0, 5.0, 5.0):
+        clock.now += seconds
+        budget.end_epoch(1, 5.0)
     state = budget.state_dict()
+    assert state["planned_epochs"] is not None and state["durations"] == [5.0, 5.0]
     clock.now += 500.0  # the process was dead meanwhile
     resumed = TimeBudget(100.0, max_epochs=1000, clock=clock)
     resumed.load_state_dict(state)
-    assert resumed.remaining() == pytest.approx(70.0)
+    assert resumed.remaining() == pytest.approx(78.0)
+    clock.now += 9.0  # the first epoch after the restart pays for start-up: no speed sample, no re-plan
+    assert resumed.end_epoch(4, 5.0) == (state["planned_epochs"], None) and resumed.durations == [5.0, 5.0]
 
 
 def test_validation_passes_count_windows_and_mirrors():

@@ -1,0 +1,98 @@
+"""How close ``sf3d_train --time-budget`` ends to its budget: idle, and with a CPU hog started a third of the way in
+(a machine getting busier mid-run, which the budget must notice and re-plan for).
+
+Usage:
+    python benchmarks/time_budget.py [--budget 60] [--hogs 2]
+
+A small generated region dataset (6 cases, 48^3, 4 channels) is made and preprocessed in a temporary folder; fold 0
+is trained with ``--time-budget`` (final validation included). For each run it prints the budget, the wall time of
+the whole command (process start to exit, as a user's stopwatch sees it), the difference, the number of epochs, the
+plan changes logged, and the final validation's measured against its estimated duration. The machine's load
+average before and after each run is printed too: on a shared machine the "idle" run is only as idle as the
+others let it be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def _hog(stop_at: float) -> None:
+    """Burn one CPU until ``stop_at`` (time.time())."""
+    x = 0
+    while time.time() < stop_at:
+        x = (x * 31 + 7) % 1000003
+
+
+def _prepare(folder: Path) -> dict[str, str]:
+    from segformer3d_auto.dataset.synthetic import make_mri_regions_dataset
+
+    env = {"SF3D_RAW": str(folder / "raw"), "SF3D_PREPROCESSED": str(folder / "preprocessed"),
+           "SF3D_RESULTS": str(folder / "results")}
+    make_mri_regions_dataset(folder / "raw", num_cases=6, shape=(48, 48, 48), num_test_cases=0)
+    subprocess.run([sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess", "-d", "501", "-np", "2"],
+                   check=True, capture_output=True, env={**os.environ, **env})
+    return env
+
+
+def run_once(env: dict[str, str], results: Path, budget: int, hogs: int) -> dict[str, object]:
+    """Train fold 0 within ``budget`` seconds, with ``hogs`` busy processes from a third of the budget on."""
+    env = {**os.environ, **env, "SF3D_RESULTS": str(results)}
+    command = [sys.executable, "-m", "segformer3d_auto.cli.train", "501", "0", "--no-progress",
+               "--iterations-per-epoch", "10", "--val-iterations", "4", "--time-budget", f"{budget}s"]
+    load_before = os.getloadavg()[0]
+    start = time.monotonic()
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    hog_processes = []
+    if hogs:
+        time.sleep(budget / 3)
+        stop_at = time.time() + budget
+        hog_processes = [multiprocessing.Process(target=_hog, args=(stop_at,)) for _ in range(hogs)]
+        for p in hog_processes:
+            p.start()
+    _, stderr = process.communicate()
+    wall = time.monotonic() - start
+    for p in hog_processes:
+        p.terminate()
+        p.join()
+    if process.returncode != 0:
+        raise RuntimeError(stderr)
+    fold = results / "Dataset501_SyntheticBraTS" / "SegFormer3D__3d_fullres" / "fold_0"
+    lines = (fold / "training_log.txt").read_text().splitlines()
+    state = torch.load(fold / "checkpoint_final.pth", weights_only=True)
+    finished = next(line for line in lines if "time budget: finished after" in line)
+    return {"budget": budget, "wall": wall, "epochs": state["epoch"], "final_lr": state["logging"]["lr"][-1],
+            "plans": sum("time budget: " in line and line.endswith(" epochs") for line in lines),
+            "validation": finished.split("(final validation ")[1].rstrip(")"),
+            "load": (load_before, os.getloadavg()[0])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget", type=int, default=60, help="seconds per run (default 60)")
+    parser.add_argument("--hogs", type=int, default=2, help="busy processes in the loaded run (default 2)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        env = _prepare(Path(tmp))
+        runs = [("idle", run_once(env, Path(tmp) / "idle", args.budget, 0)),
+                (f"+{args.hogs} CPU hogs from {args.budget // 3}s", run_once(env, Path(tmp) / "loaded",
+                                                                           args.budget, args.hogs))]
+    print(f"sf3d_train --time-budget {args.budget}s, fold 0 of a 6-case 48^3 dataset, {os.cpu_count()} CPUs")
+    for name, r in runs:
+        print(f"{name:>24}: wall {r['wall']:.1f}s of {r['budget']}s ({r['wall'] - r['budget']:+.1f}s, "
+              f"{100 * r['wall'] / r['budget']:.0f}%), {r['epochs']} epochs, {r['plans']} plan(s) logged, "
+              f"final lr {r['final_lr']:.2e}, final validation {r['validation']}, "
+              f"load average {r['load'][0]:.1f} -> {r['load'][1]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
