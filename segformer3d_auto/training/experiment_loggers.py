@@ -176,3 +176,23 @@ def overlay(image: np.ndarray, reference: np.ndarray, prediction: np.ndarray) ->
 
     bar = np.full((image.shape[0], 2, 3), 255.0)
     return np.concatenate([paint(reference), bar, paint(prediction)], axis=1).astype(np.uint8)
+
+
+def batch_overlays(data: Any, seg: Any, logits: Any, label_manager: Any, count: int = 3) -> dict[str, np.ndarray]:
+    """Overlays of the middle slice of the first ``count`` patches of a pseudo-Dice batch.
+
+    Args:
+        data, seg, logits: tensors ``(b, c, z, y, x)``, ``(b, 1, z, y, x)`` (labels), ``(b, heads, z, y, x)``.
+        label_manager: the dataset's :class:`~segformer3d_auto.dataset.labels.LabelManager` (softmax or sigmoid).
+    """
+    import torch
+
+    images = {}
+    for i in range(min(count, data.shape[0])):
+        scores = logits[i].detach().float()
+        probs = torch.sigmoid(scores) if label_manager.has_regions else torch.softmax(scores, 0)
+        predicted = label_manager.probabilities_to_segmentation(probs.cpu().numpy())
+        z = data.shape[2] // 2
+        images[f"validation/overlay_{i}"] = overlay(data[i, 0, z].cpu().numpy(), seg[i, 0, z].cpu().numpy(),
+                                                    predicted[z])
+    return images

@@ -216,3 +216,11 @@ def set_encoder_frozen(network: torch.nn.Module, frozen: bool, keep_trainable: s
             parameter.requires_grad_(not frozen)
             changed += 1
     return changed
+
+
+def keep_encoder_statistics(network: torch.nn.Module) -> None:
+    """Put the encoder's batch-norm layers in eval mode (call after ``network.train()``): a frozen encoder keeps its
+    pretrained running statistics too."""
+    for name, module in network.named_modules():
+        if name.startswith(ENCODER_PREFIX) and isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.eval()

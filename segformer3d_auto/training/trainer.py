@@ -19,6 +19,7 @@ from segformer3d_auto.errors import InputError
 from segformer3d_auto.training import checkpoint as ckpt
 from segformer3d_auto.training import distributed as dist
 from segformer3d_auto.training.config import TrainConfig
+from segformer3d_auto.training.experiment_loggers import ExperimentLoggers, batch_overlays
 from segformer3d_auto.training.logger import TrainingLog
 from segformer3d_auto.training.pretrained import channel_names, head_names
 from segformer3d_auto.training.time_budget import format_duration
@@ -60,6 +61,7 @@ class Trainer:
         self.stopped_early: str | None = None
         self._stop_signal: int | None = None
         self._val_s_per_patch = 0.0
+        self._encoder_frozen = False
         self.budget = None
         if config.time_budget is not None:
             from segformer3d_auto.training.time_budget import TimeBudget
@@ -263,6 +265,10 @@ class Trainer:
         lr = learning_rate(self.epoch, c.lr, self.num_epochs, c.warmup_epochs, c.poly_exponent)
         set_learning_rate(self.optimizer, lr)
         self.model.train()
+        if self._encoder_frozen:
+            from segformer3d_auto.training.pretrained import keep_encoder_statistics
+
+            keep_encoder_statistics(self.network)
         losses = []
         bar = _bar(c.iterations_per_epoch, f"epoch {self.epoch}", self.progress and dist.is_main())
         for _ in range(c.iterations_per_epoch):
@@ -312,7 +318,7 @@ class Trainer:
                 loggers.log_epoch(self.log.curves, self.epoch - 1, self.log.class_names)
                 last = self.epoch >= self.num_epochs or self.stopped_early is not None
                 if c.val_iterations and (self.epoch % c.save_every == 0 or last):
-                    loggers.log_images(self._overlays(data, seg, logits), self.epoch - 1)
+                    loggers.log_images(batch_overlays(data, seg, logits, self.label_manager), self.epoch - 1)
             if self.epoch % c.save_every == 0 and self.epoch < self.num_epochs and self.stopped_early is None:
                 self.save(ckpt.LATEST)
 
@@ -356,30 +362,16 @@ class Trainer:
             return
         from segformer3d_auto.training.pretrained import set_encoder_frozen
 
+        self._encoder_frozen = frozen
         if set_encoder_frozen(self.network, frozen, self.pretrained_report.changed):
             self.log.write(f"encoder {'frozen' if frozen else 'unfrozen'} from epoch {self.epoch}")
 
     def _experiment_loggers(self) -> Any:
         if not self.config.loggers or not dist.is_main():
             return None
-        from segformer3d_auto.training.experiment_loggers import ExperimentLoggers
 
         run_name = f"{self.paths.dataset_name} {self.paths.model_folder.name} {self.config.fold_name}"
         return ExperimentLoggers(self.config.loggers, self.paths.fold_folder, run_name, self.config.to_dict())
-
-    def _overlays(self, data: torch.Tensor, seg: torch.Tensor, logits: torch.Tensor) -> dict[str, Any]:
-        """Middle slice of up to three patches of the last pseudo-Dice batch: reference | prediction."""
-        from segformer3d_auto.training.experiment_loggers import overlay
-
-        images = {}
-        for i in range(min(3, data.shape[0])):
-            scores = logits[i].float()
-            probs = torch.sigmoid(scores) if self.label_manager.has_regions else torch.softmax(scores, 0)
-            predicted = self.label_manager.probabilities_to_segmentation(probs.cpu().numpy())
-            z = data.shape[2] // 2
-            images[f"validation/overlay_{i}"] = overlay(data[i, 0, z].cpu().numpy(), seg[i, 0, z].cpu().numpy(),
-                                                        predicted[z])
-        return images
 
     def _train_step(self, batch: dict[str, Any]) -> float:
         from segformer3d_auto.training.augmentation import batch_to_tensors
