@@ -33,21 +33,21 @@ def test_channels_mapped_by_name_and_head_rows_copied_by_class_name(tmp_path):
     torch.manual_seed(0)
     source = create_model("segformer3d_b0", in_channels=4, num_classes=3)
     torch.save({"network_weights": source.state_dict(), "epoch": 1,
-                "channel_names": ["FLAIR", "T1", "T1ce", "T2"],
+                "channel_names": ["flair", "t1", "t1ce", "t2"],
                 "class_names": ["whole tumor", "tumor core", "enhancing tumor"]}, tmp_path / "ckpt.pth")
     target = create_model("segformer3d_b0", in_channels=2, num_classes=3)
     before = {k: v.clone() for k, v in target.state_dict().items()}
-    report = load_pretrained(target, str(tmp_path / "ckpt.pth"), ["t2", "ADC"], ["background", "Tumor core", "edema"])
+    report = load_pretrained(target, str(tmp_path / "ckpt.pth"), ["T2", "ADC"], ["background", "Tumor core", "edema"])
     src, after = source.state_dict(), target.state_dict()
     embedding = src["stages.0.patch_embed.proj.weight"]
-    assert torch.equal(after["stages.0.patch_embed.proj.weight"][:, 0], embedding[:, 3])  # t2 <- T2
+    assert torch.equal(after["stages.0.patch_embed.proj.weight"][:, 0], embedding[:, 3])  # T2 <- t2
     assert torch.allclose(after["stages.0.patch_embed.proj.weight"][:, 1],
                           (embedding[:, 0] + embedding[:, 1] + embedding[:, 2] + embedding[:, 3]) / 4, atol=1e-7)
     for key in ("decode_head.pred.weight", "decode_head.pred.bias"):
         assert torch.equal(after[key][1], src[key][1])  # tumor core
         assert torch.equal(after[key][0], before[key][0]) and torch.equal(after[key][2], before[key][2])
     text = "\n".join(report.lines)
-    assert "4 -> 2 channels by name (t2<-T2, ADC<-mean)" in text and "copied by name: Tumor core" in text
+    assert "4 -> 2 channels by name (T2<-t2, ADC<-mean)" in text and "copied by name: Tumor core" in text
     assert report.changed == {"stages.0.patch_embed.proj.weight", "decode_head.pred.weight", "decode_head.pred.bias"}
     assert report.copied == len(after) - 3
 

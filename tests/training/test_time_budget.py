@@ -70,6 +70,20 @@ def test_budget_measures_then_plans_then_replans_on_a_speed_change():
     assert epochs == 10 and "speed changed by +80%" in message and "16 -> 10 epochs" in message
 
 
+def test_a_speed_change_above_20_percent_is_logged_even_when_the_plan_stays():
+    clock = FakeClock()
+    budget = TimeBudget(1000.0, max_epochs=10, clock=clock)
+    for seconds in (5.0, 5.0):
+        clock.now += seconds
+        epochs, message = budget.end_epoch(1, 0.0)
+    assert epochs == 10 and "training 10 epochs" in message
+    clock.now += 6.5
+    assert budget.end_epoch(3, 0.0) == (10, None)  # median 5.75: +15%
+    clock.now += 6.5
+    epochs, message = budget.end_epoch(4, 0.0)  # median 6.5: +30%
+    assert epochs == 10 and "speed changed by +30% (5.0s -> 6.5s per epoch)" in message
+
+
 def test_budget_that_cannot_hold_two_epochs_plans_after_the_first():
     clock = FakeClock()
     budget = TimeBudget(20.0, max_epochs=1000, clock=clock)
