@@ -2,9 +2,9 @@
 (a machine getting busier mid-run, which the budget must notice and re-plan for).
 
 Usage:
-    python benchmarks/time_budget.py [--budget 60] [--hogs 2]
+    python benchmarks/time_budget.py [--budget 120] [--hogs 2]
 
-A small generated region dataset (6 cases, 48^3, 4 channels) is made and preprocessed in a temporary folder; fold 0
+A small generated region dataset (6 cases, 32^3, 4 channels) is made and preprocessed in a temporary folder; fold 0
 is trained with ``--time-budget`` (final validation included). For each run it prints the budget, the wall time of
 the whole command (process start to exit, as a user's stopwatch sees it), the difference, the number of epochs, the
 plan changes logged, and the final validation's measured against its estimated duration. The machine's load
@@ -38,7 +38,7 @@ def _prepare(folder: Path) -> dict[str, str]:
 
     env = {"SF3D_RAW": str(folder / "raw"), "SF3D_PREPROCESSED": str(folder / "preprocessed"),
            "SF3D_RESULTS": str(folder / "results")}
-    make_mri_regions_dataset(folder / "raw", num_cases=6, shape=(48, 48, 48), num_test_cases=0)
+    make_mri_regions_dataset(folder / "raw", num_cases=6, shape=(32, 32, 32), num_test_cases=0)
     subprocess.run([sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess", "-d", "501", "-np", "2"],
                    check=True, capture_output=True, env={**os.environ, **env})
     return env
@@ -48,7 +48,7 @@ def run_once(env: dict[str, str], results: Path, budget: int, hogs: int) -> dict
     """Train fold 0 within ``budget`` seconds, with ``hogs`` busy processes from a third of the budget on."""
     env = {**os.environ, **env, "SF3D_RESULTS": str(results)}
     command = [sys.executable, "-m", "segformer3d_auto.cli.train", "501", "0", "--no-progress",
-               "--iterations-per-epoch", "10", "--val-iterations", "4", "--time-budget", f"{budget}s"]
+               "--iterations-per-epoch", "5", "--val-iterations", "2", "--time-budget", f"{budget}s"]
     load_before = os.getloadavg()[0]
     start = time.monotonic()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -78,7 +78,7 @@ def run_once(env: dict[str, str], results: Path, budget: int, hogs: int) -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=int, default=60, help="seconds per run (default 60)")
+    parser.add_argument("--budget", type=int, default=120, help="seconds per run (default 120)")
     parser.add_argument("--hogs", type=int, default=2, help="busy processes in the loaded run (default 2)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,7 +86,8 @@ def main() -> None:
         runs = [("idle", run_once(env, Path(tmp) / "idle", args.budget, 0)),
                 (f"+{args.hogs} CPU hogs from {args.budget // 3}s", run_once(env, Path(tmp) / "loaded",
                                                                            args.budget, args.hogs))]
-    print(f"sf3d_train --time-budget {args.budget}s, fold 0 of a 6-case 48^3 dataset, {os.cpu_count()} CPUs")
+    print(f"sf3d_train --time-budget {args.budget}s, fold 0 of a 6-case 32^3 dataset, 5 iterations per epoch, "
+          f"{os.cpu_count()} CPUs")
     for name, r in runs:
         print(f"{name:>24}: wall {r['wall']:.1f}s of {r['budget']}s ({r['wall'] - r['budget']:+.1f}s, "
               f"{100 * r['wall'] / r['budget']:.0f}%), {r['epochs']} epochs, {r['plans']} plan(s) logged, "

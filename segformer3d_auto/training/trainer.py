@@ -282,16 +282,18 @@ class Trainer:
         self.model.eval()
         counts = torch.zeros(3, len(self.label_manager.classes_or_regions), dtype=torch.float64)
         val_losses = []
-        val_start = time.monotonic()
+        forward_s = 0.0  # network time only (no waiting for batches): what the final validation's windows cost
         with torch.no_grad():
             for _ in range(c.val_iterations):
                 data, seg = (t.to(self.device) for t in batch_to_tensors(next(val_aug)))
+                forward_start = time.monotonic()
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     logits = self.model(data)
-                val_losses.append(float(self.loss(logits, seg)))
+                val_losses.append(float(self.loss(logits, seg)))  # float() waits for the device
+                forward_s += time.monotonic() - forward_start
                 counts += self.loss.dice_counts(logits, seg).cpu()
         if c.val_iterations:
-            self._val_s_per_patch = (time.monotonic() - val_start) / (c.val_iterations * self.batch_size)
+            self._val_s_per_patch = forward_s / (c.val_iterations * self.batch_size)
         sums = dist.all_reduce_sum(torch.tensor([sum(losses), len(losses), sum(val_losses), len(val_losses)],
                                                 dtype=torch.float64))
         counts = dist.all_reduce_sum(counts)

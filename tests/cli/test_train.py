@@ -106,6 +106,9 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path_factory, tmp_path):
     assert "no Dataset777_*" in _error([sys.executable, "-m", "segformer3d_auto.cli.train", "777", "0"], env)
     assert "out of range" in _error(train_command("7"), env)
     assert "expected 0..4" in _error(train_command("seven"), env)
+    assert "time budget '2x'" in _error(train_command("0", "--time-budget", "2x"), env)
+    assert "needs --pretrained" in _error(train_command("0", "--freeze-encoder-epochs", "2"), env)
+    assert "patience" in _error(train_command("0", "--early-stopping", "0"), env)
     empty = {"SF3D_RAW": env["SF3D_RAW"], "SF3D_PREPROCESSED": str(tmp_path / "nothing"),
              "SF3D_RESULTS": str(tmp_path / "r")}
     assert "sf3d_plan_and_preprocess" in _error(train_command("0"), empty)
