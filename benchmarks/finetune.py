@@ -1,7 +1,7 @@
 """Fine-tuning against training from scratch: iterations until the pseudo-Dice reaches a target.
 
 Usage:
-    python benchmarks/finetune.py [--target 0.5] [--pretrain-iterations 150] [--epochs 15]
+    python benchmarks/finetune.py [--target 0.5] [--pretrain-iterations 60] [--epochs 8]
 
 Dataset A is the generated BraTS-like region dataset (6 cases, 4 channels FLAIR/T1/T1ce/T2). Dataset B is another
 draw of the same generator (other cases, seed 1) keeping only two channels, FLAIR and T2, in that order: a new
@@ -39,8 +39,8 @@ def _run(command: list[str], env: dict[str, str]) -> None:
 def _make_datasets(raw: Path) -> None:
     from segformer3d_auto.dataset.synthetic import make_mri_regions_dataset
 
-    make_mri_regions_dataset(raw, dataset_id=501, num_cases=6, shape=(32, 32, 32), num_test_cases=0, seed=0)
-    folder = make_mri_regions_dataset(raw, dataset_id=503, num_cases=6, shape=(32, 32, 32), num_test_cases=0,
+    make_mri_regions_dataset(raw, dataset_id=501, num_cases=6, shape=(24, 24, 24), num_test_cases=0, seed=0)
+    folder = make_mri_regions_dataset(raw, dataset_id=503, num_cases=6, shape=(24, 24, 24), num_test_cases=0,
                                       seed=1)
     for image in sorted((folder / "imagesTr").glob("*_0003.nii.gz")):  # keep FLAIR (0000) and T2 (0003 -> 0001)
         case = image.name[:-len("_0003.nii.gz")]
@@ -62,8 +62,8 @@ def _first_reaching(fold: Path, target: float) -> tuple[int | None, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", type=float, default=0.5, help="mean pseudo-Dice to reach (default 0.5)")
-    parser.add_argument("--pretrain-iterations", type=int, default=150, help="training steps on A (default 150)")
-    parser.add_argument("--epochs", type=int, default=15, help=f"epochs of {ITERATIONS_PER_EPOCH} steps on B")
+    parser.add_argument("--pretrain-iterations", type=int, default=60, help="training steps on A (default 60)")
+    parser.add_argument("--epochs", type=int, default=8, help=f"epochs of {ITERATIONS_PER_EPOCH} steps on B")
     args = parser.parse_args()
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp:
@@ -82,7 +82,7 @@ def main() -> None:
         for name, extra in (("from scratch", []), ("fine-tuned", ["--pretrained", str(pretrained)])):
             results = root / f"results_{name.replace(' ', '_')}"
             _run([sys.executable, "-m", "segformer3d_auto.cli.train", "503", "0", *common, "--epochs",
-                  str(args.epochs), "--iterations-per-epoch", str(ITERATIONS_PER_EPOCH), "--val-iterations", "4",
+                  str(args.epochs), "--iterations-per-epoch", str(ITERATIONS_PER_EPOCH), "--val-iterations", "2",
                   *extra], {**env, "SF3D_RESULTS": str(results)})
             fold = results / "Dataset503_SyntheticBraTS" / "SegFormer3D__3d_fullres" / "fold_0"
             runs[name] = _first_reaching(fold, args.target)
