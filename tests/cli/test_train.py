@@ -57,10 +57,12 @@ def test_sigkill_then_continue_finishes_like_an_uninterrupted_run(tmp_path_facto
                                env={**os.environ, "OMP_NUM_THREADS": "1", **env_killed},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = fold / "training_log.txt"
+    latest = fold / "checkpoint_latest.pth"
     deadline = time.time() + 300
-    while time.time() < deadline and not (log.is_file() and "epoch 1 " in log.read_text()):
+    # inside epoch 2: the checkpoint written after epoch 1 is there (a fixed sleep after the log line was too short
+    # on a loaded machine; checkpoints are replaced atomically, so reading one while training goes on is safe)
+    while time.time() < deadline and not (latest.is_file() and torch.load(latest, weights_only=True)["epoch"] >= 2):
         time.sleep(0.2)
-    time.sleep(1.0)  # well inside epoch 2
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (fold / "checkpoint_final.pth").exists(), "the run finished before it could be killed"
