@@ -125,11 +125,23 @@ def _log_lines(fold: Path) -> list[str]:
 
 
 def test_time_budget_fixes_the_epochs_anneals_and_continue_keeps_the_rest(tmp_path_factory):
-    env = {**prepared_roots(tmp_path_factory.getbasetemp() / "training_data"),
-           "SF3D_RESULTS": str(tmp_path_factory.mktemp("budget"))}
-    fold = Path(env["SF3D_RESULTS"]) / DATASET / "SegFormer3D__3d_fullres" / "fold_all"
+    env = prepared_roots(tmp_path_factory.getbasetemp() / "training_data")
     options = ["--iterations-per-epoch", "1", "--val-iterations", "1", "--save-every", "1"]
-    process = subprocess.Popen(train_command("all", *options, "--time-budget", "25s"),
+
+    # a budget spent before the first epoch ends binds on any machine: 1 epoch instead of the default maximum
+    env_tiny = {**env, "SF3D_RESULTS": str(tmp_path_factory.mktemp("budget_tiny"))}
+    run(train_command("all", *options, "--time-budget", "1s"), env_tiny)
+    fold = Path(env_tiny["SF3D_RESULTS"]) / DATASET / "SegFormer3D__3d_fullres" / "fold_all"
+    assert torch.load(fold / "checkpoint_final.pth", weights_only=True)["epoch"] == 1
+    lines = _log_lines(fold)
+    assert any(line.endswith("of 1s left: training 1 epochs") for line in lines)
+    assert any("time budget: finished after " in line for line in lines)
+
+    # a budget far above what 6 epochs take on a loaded machine: the plan is --epochs (the maximum), made after the
+    # measured epochs; the run is killed one epoch later and --continue goes on with the time that was left
+    env = {**env, "SF3D_RESULTS": str(tmp_path_factory.mktemp("budget"))}
+    fold = Path(env["SF3D_RESULTS"]) / DATASET / "SegFormer3D__3d_fullres" / "fold_all"
+    process = subprocess.Popen(train_command("all", *options, "--time-budget", "30m", "--epochs", "6"),
                                env={**os.environ, "OMP_NUM_THREADS": "1", **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = fold / "training_log.txt"
@@ -149,15 +161,15 @@ def test_time_budget_fixes_the_epochs_anneals_and_continue_keeps_the_rest(tmp_pa
 
     run(train_command("all", *options, "--continue"), env)  # the budget comes from the checkpoint
     lines = _log_lines(fold)
+    assert any(line.endswith("left: training 6 epochs") for line in lines)
     resumed = [line for line in lines if "time budget: resuming with " in line]
-    assert len(resumed) == 1 and " of 25s left" in resumed[0]
-    assert int(resumed[0].split("resuming with ")[1].split("s of")[0]) < 25
-    plans = [line for line in lines if "time budget: " in line and line.endswith(" epochs")]
-    planned = int(plans[-1].split()[-2])
+    assert len(resumed) == 1 and " of 30m00s left, 6 epochs planned" in resumed[0]
+    assert resumed[0].split("resuming with ")[1].split(" of")[0] != "30m00s"  # time spent was kept
     state = torch.load(fold / "checkpoint_final.pth", weights_only=True)
-    assert state["epoch"] == planned == state["schedule"]["epochs"] > killed_at
+    assert state["epoch"] == 6 == state["schedule"]["epochs"] > killed_at
+    assert state["time_budget"]["total_s"] == 1800 and 0 < state["time_budget"]["spent_s"] < 1800
     lrs = state["logging"]["lr"]
-    assert len(lrs) == planned and lrs[-1] < 0.5 * 3e-4  # ends annealed (below half the peak), not cut off
+    assert len(lrs) == 6 and lrs[-1] < 0.5 * 3e-4  # ends annealed (below half the peak), not cut off
     assert any("time budget: finished after " in line for line in lines)
 
 
