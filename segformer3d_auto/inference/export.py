@@ -23,10 +23,7 @@ import torch
 from segformer3d_auto.atomic import atomic_path
 from segformer3d_auto.dataset.image_io import write_segmentation
 from segformer3d_auto.preprocessing.cropping import uncrop
-from segformer3d_auto.preprocessing.resampling import resample
-
-PROBABILITY_RESAMPLING = {"order": 1, "order_z": 0, "force_separate_z": None, "anisotropy_threshold": 3.0}
-"""nnU-Net's defaults for probability maps: linear in-plane, nearest along a separated low-resolution axis."""
+from segformer3d_auto.preprocessing.resampling import resample, resampling_settings
 
 _REQUIRED_PROPERTIES = ("shape_before_cropping", "bbox_used_for_cropping",
                         "shape_after_cropping_and_before_resampling", "spacing_transposed")
@@ -37,7 +34,7 @@ def export_prediction(
     properties: Mapping[str, Any],
     plans: Mapping[str, Any],
     label_manager: Any,
-    configuration: str = "3d_fullres",
+    configuration: str = CONFIGURATION,
     return_probabilities: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Turn network-grid probabilities into a label map (and optionally probabilities) in the input's geometry.
@@ -67,7 +64,7 @@ def export_prediction(
     config = plans["configurations"][configuration]
     cropped_shape = [int(s) for s in properties["shape_after_cropping_and_before_resampling"]]
     grid_spacing = [float(s) for s in properties.get("spacing_after_resampling", config["spacing"])]
-    resampling = {**PROBABILITY_RESAMPLING, **dict(config.get("resampling", {}).get("probabilities", {}))}
+    resampling = resampling_settings(config, "probabilities")
 
     seg = np.zeros(cropped_shape, dtype=_label_dtype(label_manager))
     best = None if label_manager.has_regions else np.empty(cropped_shape, dtype=np.float32)

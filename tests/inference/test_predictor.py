@@ -37,7 +37,7 @@ def _model(tmp_path: Path, folds=(0,), regions: bool = False, ending: str = ".ni
 
 def _forward(folder: Path, fold: int, x: torch.Tensor) -> torch.Tensor:
     """The plain network of a fold on a batch, for comparison."""
-    network = Predictor(folder, folds=[fold]).config["network"]
+    network = Predictor(folder, folds=[fold]).plan["network"]
     model = create_model(network["name"], **network["kwargs"])
     model.load_state_dict(torch.load(folder / f"fold_{fold}" / "checkpoint_final.pth")["network_weights"])
     with torch.inference_mode():
