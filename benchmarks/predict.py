@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             for setting in args.settings:
                 out = work / f"out_{case}_{setting}"
                 command = [sys.executable, "-m", "segformer3d_auto.cli.predict", "-i", str(inputs), "-o", str(out),
-                           "-m", str(model), "-np", "0", "--device", args.device, "--disable-progress-bar",
+                           "-m", str(model), "--read-ahead", "0", "--device", args.device, "--disable-progress-bar",
                            *SETTINGS[setting]]
                 result = subprocess.run([sys.executable, __file__, "--measure", *command], capture_output=True,
                                         text=True)

@@ -63,7 +63,7 @@ class Sf3dSide:
     Args:
         work: this dataset's benchmark folder (``sf3d_preprocessed``, ``sf3d_results`` go there).
         raw: the raw root, shared with nnU-Net.
-        num_processes: ``-np`` of preprocessing and prediction.
+        num_processes: ``-np`` of preprocessing and evaluation, ``--read-ahead`` of prediction.
         num_workers: ``sf3d_train --num-workers`` (augmentation processes; 0 = in the training process).
     """
 
@@ -125,7 +125,7 @@ class Sf3dSide:
         """``sf3d_predict`` of fold 0 on CPU, measured; with or without mirroring."""
         shutil.rmtree(output, ignore_errors=True)
         cmd = self._cli("predict", "-i", str(images), "-o", str(output), "-d", dataset_name, "-f", "0",
-                        "--device", "cpu", "-np", str(self.num_processes), "--disable-progress-bar")
+                        "--device", "cpu", "--read-ahead", str(self.num_processes), "--disable-progress-bar")
         if not tta:
             cmd.append("--disable-tta")
         return Measured(*check(run_measured(cmd, env=self.env), "sf3d_predict"))

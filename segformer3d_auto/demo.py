@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from segformer3d_auto.model_folder import FINAL, LATEST, fold_folder, model_folder_for
+
 
 def _run(command: list[str], env: dict[str, str]) -> float:
     print("$ " + " ".join(shlex.quote(c) for c in command), flush=True)

@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from segformer3d_auto.checkpoint import load_checkpoint, save_checkpoint
 from segformer3d_auto.errors import InputError
-from segformer3d_auto.training.checkpoint import load_checkpoint, newest_checkpoint, save_checkpoint
+from segformer3d_auto.model_folder import newest_checkpoint
 
 
 def test_checkpoint_round_trip_with_weights_only(tmp_path):

@@ -38,7 +38,7 @@ def convert_msd(task_folder: str | Path, dataset_id: int | None = None, num_proc
     Args:
         task_folder: the MSD task folder (``imagesTr``, ``labelsTr``, optional ``imagesTs``, ``dataset.json``).
         dataset_id: target ID; by default the task number (``Task05_Prostate`` -> 5).
-        num_processes: worker processes (spawned) for splitting the images.
+        num_processes: worker processes for splitting the images.
 
     Raises:
         InputError: the folder is not an MSD task, a case is inconsistent with ``modality`` or lacks its

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 from segformer3d_auto.atomic import atomic_path
-from segformer3d_auto.dataset.image_io import write_segmentation
+from segformer3d_auto.dataset.image_io import file_ending, write_segmentation
+from segformer3d_auto.dataset.labels import LabelManager
+from segformer3d_auto.planners.planner import CONFIGURATION
 from segformer3d_auto.preprocessing.cropping import uncrop
 from segformer3d_auto.preprocessing.resampling import resample, resampling_settings
 
@@ -33,7 +35,7 @@ def export_prediction(
     probabilities: torch.Tensor | np.ndarray,
     properties: Mapping[str, Any],
     plans: Mapping[str, Any],
-    label_manager: Any,
+    label_manager: LabelManager,
     configuration: str = CONFIGURATION,
     return_probabilities: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -124,8 +126,6 @@ def write_prediction(
 
 def probability_file(output_file: str | Path) -> Path:
     """The ``.npz`` written beside a label map: ``case.nii.gz`` -> ``case.npz``."""
-    from segformer3d_auto.dataset.image_io import file_ending
-
     output_file = Path(output_file)
     ending = file_ending(output_file) or output_file.suffix
     return output_file.with_name(output_file.name[: len(output_file.name) - len(ending)] + ".npz")
@@ -138,6 +138,6 @@ def _channel_to_numpy(probabilities: torch.Tensor | np.ndarray, head: int) -> np
     return np.asarray(probabilities[head], dtype=np.float32)
 
 
-def _label_dtype(label_manager: Any) -> np.dtype:
+def _label_dtype(label_manager: LabelManager) -> np.dtype:
     values = label_manager.regions_class_order if label_manager.has_regions else label_manager.head_values
     return np.dtype(np.uint8 if max(values, default=0) < 256 else np.uint16)

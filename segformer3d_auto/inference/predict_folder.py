@@ -29,7 +29,7 @@ def predict_folder(
     continue_prediction: bool = False,
     num_parts: int = 1,
     part_id: int = 0,
-    num_processes: int = 1,
+    read_ahead: int = 1,
     progress: bool = True,
 ) -> list[Path]:
     """Predict every case of ``input_folder`` with a ``Predictor`` into ``output_folder``.
@@ -43,7 +43,7 @@ def predict_folder(
         continue_prediction: skip cases whose outputs already exist.
         num_parts: number of shards the cases are split into.
         part_id: which shard this call predicts, ``0 <= part_id < num_parts``.
-        num_processes: cases read and preprocessed ahead in background threads while the network runs
+        read_ahead: cases read and preprocessed ahead in background threads while the network runs
             (0: one case at a time, the least memory).
         progress: show a progress bar over the cases (and per case over the windows).
 
@@ -56,8 +56,8 @@ def predict_folder(
     """
     if num_parts < 1 or not 0 <= part_id < num_parts:
         raise ValueError(f"need num_parts >= 1 and 0 <= part_id < num_parts, got {num_parts} and {part_id}")
-    if num_processes < 0:
-        raise ValueError(f"num_processes must be >= 0, got {num_processes}")
+    if read_ahead < 0:
+        raise ValueError(f"read_ahead must be >= 0, got {read_ahead}")
     cases = check_inputs(input_folder, predictor.file_ending, predictor.num_input_channels)
     output_folder = Path(output_folder)
     check_output_folder(output_folder)
@@ -71,8 +71,8 @@ def predict_folder(
         todo.append((case, output))
     written = []
     bar = tqdm(total=len(todo), desc="cases", unit="case", disable=not progress)
-    in_flight = num_processes + 1  # the case being predicted plus those preprocessed ahead
-    with ThreadPoolExecutor(max_workers=max(1, num_processes)) as pool:
+    in_flight = read_ahead + 1  # the case being predicted plus those preprocessed ahead
+    with ThreadPoolExecutor(max_workers=max(1, read_ahead)) as pool:
         ahead: deque[tuple[Path, Future]] = deque()
         queue = iter(todo)
         while True:

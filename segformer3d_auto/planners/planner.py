@@ -8,7 +8,6 @@ choices. The network part is SegFormer3D's own: per-axis strides, kernels and sp
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any

@@ -79,7 +79,8 @@ def preprocess_case(
     data = resample(data, new_shape, spacing_t, target, is_seg=False, **resampling_settings(config, "data"))
     out_seg = None
     if seg is not None:
-        out_seg = resample(seg_t[None], new_shape, spacing_t, target, is_seg=True, **resampling_settings(config, "seg"))[0]
+        seg_settings = resampling_settings(config, "seg")
+        out_seg = resample(seg_t[None], new_shape, spacing_t, target, is_seg=True, **seg_settings)[0]
         high = int(out_seg.max(initial=0))
         if high <= np.iinfo(np.int16).max:
             out_seg = out_seg.astype(np.int8 if high <= np.iinfo(np.int8).max else np.int16, copy=False)

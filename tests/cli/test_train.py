@@ -34,14 +34,14 @@ def test_training_learns_and_writes_the_model_folder(tmp_path_factory, monkeypat
     trained = read_json(fold / "validation" / "summary.json")["foreground_mean"]["Dice"]
 
     # the same validation of an untrained network (real trainer and predictor, separate results root)
+    from segformer3d_auto.model_folder import copy_plan_files
     from segformer3d_auto.training.config import TrainConfig
-    from segformer3d_auto.training.setup import copy_plan_files
     from segformer3d_auto.training.trainer import Trainer
 
     for key, value in {**env, "SF3D_RESULTS": str(tmp_path_factory.mktemp("untrained"))}.items():
         monkeypatch.setenv(key, value)
     trainer = Trainer(TrainConfig(dataset_name=DATASET, fold=0, num_workers=0, seed=1), progress=False)
-    copy_plan_files(trainer.paths)
+    copy_plan_files(trainer.paths.preprocessed, trainer.paths.model_folder)
     trainer.save("checkpoint_final.pth")
     untrained = trainer.validate()
     assert trained > untrained["foreground_mean"]["Dice"] + LEARNING_MARGIN
