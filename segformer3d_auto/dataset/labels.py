@@ -97,25 +97,6 @@ class LabelManager:
             out[i] = seg == value
         return out
 
-    def probabilities_to_segmentation(self, probs: np.ndarray) -> np.ndarray:
-        """Turn per-head probabilities (heads, ...) into a label map of label values.
-
-        Labels: argmax over the heads. Regions: each region's channel above 0.5 is painted with its
-        ``regions_class_order`` value, in channel order, so later (inner) regions overwrite earlier ones.
-        """
-        probs = np.asarray(probs)
-        if probs.ndim < 1 or probs.shape[0] != self.num_segmentation_heads:
-            raise ValueError(f"expected {self.num_segmentation_heads} channels first, got shape {probs.shape}")
-        if self.has_regions:
-            top = max(self.regions_class_order, default=0)
-            seg = np.zeros(probs.shape[1:], dtype=np.uint8 if top < 256 else np.uint16)
-            for channel, value in zip(probs, self.regions_class_order):
-                seg[channel > 0.5] = value
-            return seg
-        lut = np.asarray(self.head_values)
-        lut = lut.astype(np.uint8 if lut.max() < 256 else np.uint16)
-        return lut[np.argmax(probs, axis=0)]
-
     def __repr__(self) -> str:
         kind = "regions" if self.has_regions else "labels"
         return (f"LabelManager({kind}={self.classes_or_regions}, names={self.names}, "
