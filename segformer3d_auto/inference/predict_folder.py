@@ -17,12 +17,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from segformer3d_auto.dataset.dataset_json import CaseFiles
+from segformer3d_auto.atomic import read_json, write_json
+from segformer3d_auto.dataset.dataset_json import CaseFiles, list_image_cases
+from segformer3d_auto.dataset.image_io import geometry_difference, read_image_header
 from segformer3d_auto.errors import InputError
+from segformer3d_auto.inference.export import probability_file, write_prediction
+from segformer3d_auto.inference.predictor import Predictor
 
 
 def predict_folder(
-    predictor: object,
+    predictor: Predictor,
     input_folder: str | Path,
     output_folder: str | Path,
     save_probabilities: bool = False,
@@ -91,8 +95,6 @@ def predict_folder(
             bar.set_postfix_str(output.name)
             seg, probabilities = predictor.predict_preprocessed(data, properties, save_probabilities)
             del data
-            from segformer3d_auto.inference.export import write_prediction
-
             write_prediction(seg, properties, output, probabilities)
             del seg, probabilities
             written.append(output)
@@ -108,8 +110,6 @@ def check_inputs(input_folder: str | Path, file_ending: str, num_channels: int) 
         InputError: naming the file: empty or missing folder, misnamed file, a channel beyond the model's or
             missing, an unreadable header, a non-3D image, or channels whose geometry differs.
     """
-    from segformer3d_auto.dataset.dataset_json import list_image_cases
-    from segformer3d_auto.dataset.image_io import geometry_difference, read_image_header
 
     cases = list_image_cases(input_folder, file_ending, num_channels)
     for case in cases:
@@ -142,15 +142,11 @@ def check_output_folder(output_folder: str | Path) -> None:
 
 
 def _finished(output: Path, save_probabilities: bool) -> bool:
-    from segformer3d_auto.inference.export import probability_file
-
     return output.is_file() and (not save_probabilities or probability_file(output).is_file())
 
 
 def _remove_stale_temporaries(output: Path) -> None:
     """Delete temporary files a killed run left for this output (``.{name}.XXXX`` beside it)."""
-    from segformer3d_auto.inference.export import probability_file
-
     for target in (output, probability_file(output)):
         for stale in target.parent.glob(f".{target.name}.*"):
             stale.unlink(missing_ok=True)
@@ -158,8 +154,6 @@ def _remove_stale_temporaries(output: Path) -> None:
 
 def _copy_model_files(model_folder: Path, output_folder: Path) -> None:
     """Copy plans.json and dataset.json beside the predictions, so the folder says what made it."""
-    from segformer3d_auto.atomic import read_json, write_json
-
     for name in ("plans.json", "dataset.json"):
         source = Path(model_folder) / name
         if source.is_file():

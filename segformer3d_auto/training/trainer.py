@@ -8,9 +8,11 @@ patches (its own seeds), losses and Dice counts are summed over ranks, and only 
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
+from types import FrameType
 from typing import Any
 
 import torch
@@ -24,6 +26,7 @@ from segformer3d_auto.model import create_model
 from segformer3d_auto.model_folder import BEST, FINAL, LATEST, VALIDATION, copy_plan_files, newest_checkpoint
 from segformer3d_auto.training import distributed as dist
 from segformer3d_auto.training.augmentation import (
+    Augmenter,
     batch_to_tensors,
     default_num_workers,
     enlarged_patch_size,
@@ -103,7 +106,7 @@ class Trainer:
         total = self.config.batch_size or int(self.plan.get("batch_size", 2))
         return max(1, total // self.world + (1 if self.rank < total % self.world else 0))
 
-    def _loaders(self) -> tuple[Any, Any]:
+    def _loaders(self) -> tuple[Augmenter, Augmenter]:
         patch = [int(p) for p in self.plan["patch_size"]]
         anisotropic = bool(self.plan.get("anisotropic", False))
         channels = int(self.plan["network"]["kwargs"].get("in_channels", 1))
@@ -135,7 +138,7 @@ class Trainer:
                          "warmup_epochs": self.config.warmup_epochs, "exponent": self.config.poly_exponent},
         }
 
-    def load_state(self, path: Any) -> None:
+    def load_state(self, path: str | os.PathLike) -> None:
         """Resume from a checkpoint: weights, optimiser, scaler, epoch and curves."""
         state = load_checkpoint(path)
         try:
@@ -207,10 +210,10 @@ class Trainer:
             self.log.write(f"stopped by signal {self._stop_signal}; latest checkpoint after epoch {self.epoch}")
             raise SystemExit(128 + self._stop_signal)
 
-    def _on_signal(self, signum: int, frame: object) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop_signal = signum
 
-    def _one_epoch(self, train_aug: Any, val_aug: Any) -> None:
+    def _one_epoch(self, train_aug: Augmenter, val_aug: Augmenter) -> None:
         c = self.config
         start = time.time()
         lr = learning_rate(self.epoch, c.lr, c.epochs, c.warmup_epochs, c.poly_exponent)
