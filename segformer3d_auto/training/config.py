@@ -16,7 +16,7 @@ FOLD_ALL = "all"
 class TrainConfig:
     """Everything that decides how a fold is trained.
 
-    Defaults were chosen by measurement on the generated datasets (see the README's training section): AdamW at
+    Defaults were chosen by measurement on the generated datasets (see docs/training.md): AdamW at
     3e-4 with weight decay 0.01 learned fastest among {1e-4, 3e-4, 1e-3}, a short linear warm-up keeps the
     transformer from diverging in the first iterations, and clipping at 1 is nnU-Net's transformer recipe.
     """
