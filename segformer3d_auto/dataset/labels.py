@@ -167,6 +167,22 @@ def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
+def region_or_label_to_mask(seg: np.ndarray, label_or_region: int | Sequence[int]) -> np.ndarray:
+    """Boolean mask of one label (``seg == label``) or one region (``seg`` in any of the region's labels).
+
+    Args:
+        seg: integer label map.
+        label_or_region: a label value, or a region given as a tuple or list of label values.
+    """
+    if isinstance(label_or_region, (tuple, list)):
+        if len(label_or_region) == 0:
+            raise ValueError("a region needs at least one label value, got an empty tuple")
+        if len(label_or_region) == 1:
+            return seg == label_or_region[0]
+        return np.isin(seg, np.asarray(label_or_region))
+    return seg == label_or_region
+
+
 def class_key(label_or_region: int | Sequence[int]) -> str:
     """The key of a label (``"2"``) or region (``"(1, 2, 3)"``; a one-label region is ``"1"``) in every file that
     lists classes: ``summary.json``, ``postprocessing.json`` and the preprocessed ``class_locations``."""

@@ -26,10 +26,10 @@ import pandas as pd
 from segformer3d_auto.atomic import atomic_path, write_json
 from segformer3d_auto.dataset.dataset_json import load_dataset_json
 from segformer3d_auto.dataset.image_io import geometry_difference, read_segmentation
-from segformer3d_auto.dataset.labels import LabelManager, class_key
+from segformer3d_auto.dataset.labels import LabelManager, class_key, region_or_label_to_mask
 from segformer3d_auto.dataset.naming import visible_files
 from segformer3d_auto.errors import InputError
-from segformer3d_auto.evaluation.metrics import METRIC_KEYS, compute_metrics, region_or_label_to_mask
+from segformer3d_auto.evaluation.metrics import METRIC_KEYS, compute_metrics
 from segformer3d_auto.parallel import CaseMap
 
 ClassSpec = int | tuple[int, ...]

@@ -27,22 +27,6 @@ METRIC_KEYS: tuple[str, ...] = (
 )
 
 
-def region_or_label_to_mask(seg: np.ndarray, label_or_region: int | Sequence[int]) -> np.ndarray:
-    """Boolean mask of one label (``seg == label``) or one region (``seg`` in any of the region's labels).
-
-    Args:
-        seg: integer label map.
-        label_or_region: a label value, or a region given as a tuple or list of label values.
-    """
-    if isinstance(label_or_region, (tuple, list)):
-        if len(label_or_region) == 0:
-            raise ValueError("a region needs at least one label value, got an empty tuple")
-        if len(label_or_region) == 1:
-            return seg == label_or_region[0]
-        return np.isin(seg, np.asarray(label_or_region))
-    return seg == label_or_region
-
-
 def confusion_counts(ref: np.ndarray, pred: np.ndarray, valid: np.ndarray | None = None) -> dict[str, int]:
     """True/false positives and negatives of ``pred`` against ``ref``, counting only voxels in ``valid``."""
     _check_masks(ref, pred, valid)

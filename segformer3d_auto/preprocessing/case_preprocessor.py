@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from segformer3d_auto.dataset.labels import class_key
+from segformer3d_auto.dataset.labels import class_key, region_or_label_to_mask
 from segformer3d_auto.planners.planner import CONFIGURATION
 from segformer3d_auto.preprocessing.cropping import crop_to_nonzero
 from segformer3d_auto.preprocessing.normalization import normalize
@@ -125,11 +125,7 @@ def sample_foreground_locations(
     locations: dict[str, list[list[int]]] = {}
     for item in classes_or_regions:
         key = class_key(item)
-        if isinstance(item, (list, tuple)):
-            mask = np.isin(seg, np.asarray(item))
-        else:
-            mask = seg == int(item)
-        flat = np.flatnonzero(mask)
+        flat = np.flatnonzero(region_or_label_to_mask(seg, item))
         count = max(min(num_samples, flat.size), math.ceil(flat.size / 100))
         chosen = np.sort(rng.choice(flat, size=count, replace=False)) if count else flat[:0]
         locations[key] = np.stack(np.unravel_index(chosen, seg.shape), axis=1).tolist()
