@@ -32,23 +32,23 @@ def test_a_resumed_run_continues_the_schedule_where_it_stopped(tmp_path_factory,
     for key, value in {**prepared_roots(tmp_path_factory.getbasetemp() / "training_data"),
                        "SF3D_RESULTS": str(tmp_path)}.items():
         monkeypatch.setenv(key, value)
-    config = TrainConfig(dataset_name=DATASET, fold=FOLD_ALL, epochs=3, iterations_per_epoch=1, val_iterations=0,
+    config = TrainConfig(dataset_name=DATASET, fold=FOLD_ALL, epochs=2, iterations_per_epoch=1, val_iterations=0,
                          warmup_epochs=1, lr=1e-3, num_workers=0, seed=3)
     first = Trainer(config, progress=False)
     first.paths.fold_folder.mkdir(parents=True)
     train, val = first._loaders()
-    first._one_epoch(train, val)  # one of three epochs, then the process "dies" after saving
+    first._one_epoch(train, val)  # one of two epochs, then the process "dies" after saving
     first.save("checkpoint_latest.pth")
 
     resumed = Trainer(config, progress=False)
     resumed.run(resume=True)
-    expected = [_expected(e, 1e-3, 3, 1) for e in range(3)]
-    assert resumed.epoch == 3
+    expected = [_expected(e, 1e-3, 2, 1) for e in range(2)]
+    assert resumed.epoch == 2
     assert resumed.log.curves["lr"] == pytest.approx(expected)
     assert resumed.optimizer.param_groups[0]["lr"] == pytest.approx(expected[-1])
     assert resumed.log.curves["train_loss"][:1] == first.log.curves["train_loss"]  # kept, not trained again
     steps = {int(state["step"]) for state in resumed.optimizer.state_dict()["state"].values()}
-    assert steps == {3}  # 1 step before the stop + 2 after: the optimizer's state was carried over
+    assert steps == {2}  # 1 step before the stop + 1 after: the optimizer's state was carried over
 
 
 def test_bad_arguments_are_rejected():
