@@ -4,7 +4,8 @@ This is the package's one process pool for per-case work (fingerprint, preproces
 postprocessing choice, MSD conversion, dataset verification). On Linux the workers are forked when the pool first
 gets work, which is before the parent has run any PyTorch computation (the commands create the pool first), so
 they inherit the imports instead of paying seconds of ``import torch`` each; elsewhere they are spawned. Each
-worker is pinned to one thread, so ``-np`` processes use ``-np`` cores.
+worker is pinned to one thread, so ``-np`` processes use ``-np`` cores. Workers end with the command, however it
+ends (see :mod:`segformer3d_auto.worker_lifetime`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from typing import Any
 
 from tqdm import tqdm
 
+from segformer3d_auto.worker_lifetime import end_with_parent
+
 START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
-def _single_thread() -> None:
-    """Worker initializer: one compute thread, for torch as already imported (fork) or as imported later (spawn:
-    torch reads ``OMP_NUM_THREADS`` when it starts), without importing torch into workers that never need it."""
+def _init_worker(parent_pid: int) -> None:
+    """Worker initializer: end with the parent process; one compute thread, for torch as already imported (fork)
+    or as imported later (spawn: torch reads ``OMP_NUM_THREADS`` when it starts), without importing torch into
+    workers that never need it (MSD conversion, dataset verification)."""
+    end_with_parent(parent_pid)
     os.environ["OMP_NUM_THREADS"] = "1"
     torch = sys.modules.get("torch")
     if torch is not None:
@@ -72,7 +77,7 @@ class CaseMap:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
                     self.num_processes, mp_context=multiprocessing.get_context(START_METHOD),
-                    initializer=_single_thread,
+                    initializer=_init_worker, initargs=(os.getpid(),),
                 )
             results = []
             for result in self._pool.map(fn, jobs):

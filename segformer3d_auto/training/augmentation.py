@@ -29,6 +29,8 @@ from batchgenerators.transforms.resample_transforms import SimulateLowResolution
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 from batchgenerators.transforms.utility_transforms import RemoveLabelTransform
 
+from segformer3d_auto.worker_lifetime import EndWithParent
+
 ROTATION_3D = math.radians(30)
 ROTATION_2D = math.pi
 SCALE = (0.7, 1.4)
@@ -114,13 +116,15 @@ def make_augmenter(loader: DataLoader, transform: Compose, num_workers: int, see
     """Wrap ``loader`` in a MultiThreadedAugmenter (``num_workers`` > 0) or SingleThreadedAugmenter.
 
     Each worker gets its own seed derived from ``seed``, so ranks and workers draw different patches. Batches
-    stay numpy arrays (see :func:`batch_to_tensors`).
+    stay numpy arrays (see :func:`batch_to_tensors`). Workers end when the training process ends, even by SIGKILL
+    (the transform, which batchgenerators calls in each worker, binds them first: see
+    :class:`~segformer3d_auto.worker_lifetime.EndWithParent`).
     """
     if num_workers <= 0:
         np.random.seed(seed % 2**32)
         return SingleThreadedAugmenter(loader, transform)
     seeds = [(seed + 7919 * i) % 2**32 for i in range(num_workers)]
-    return MultiThreadedAugmenter(loader, transform, num_workers, max(2, num_workers // 2), seeds=seeds,
+    return MultiThreadedAugmenter(loader, EndWithParent(transform), num_workers, max(2, num_workers // 2), seeds=seeds,
                                   pin_memory=False)
 
 
