@@ -7,6 +7,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from segformer3d_auto.planners.planner import CONFIGURATION
+
 FOLD_ALL = "all"
 
 
@@ -14,14 +16,14 @@ FOLD_ALL = "all"
 class TrainConfig:
     """Everything that decides how a fold is trained.
 
-    Defaults were chosen by measurement on the generated datasets (see the README's training section): AdamW at
+    Defaults were chosen by measurement on the generated datasets (see docs/training.md): AdamW at
     3e-4 with weight decay 0.01 learned fastest among {1e-4, 3e-4, 1e-3}, a short linear warm-up keeps the
     transformer from diverging in the first iterations, and clipping at 1 is nnU-Net's transformer recipe.
     """
 
     dataset_name: str
     fold: int | str
-    configuration: str = "3d_fullres"
+    configuration: str = CONFIGURATION
     epochs: int = 250
     iterations_per_epoch: int = 100
     val_iterations: int = 20
@@ -44,7 +46,6 @@ class TrainConfig:
     early_stopping: int | None = None
     freeze_encoder_epochs: int = 0
     loggers: list[str] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_fold(self.fold)
@@ -76,12 +77,6 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (also stored inside checkpoints)."""
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys are ignored so old files stay readable."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def parse_fold(text: str | int) -> int | str:

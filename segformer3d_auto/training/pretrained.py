@@ -27,7 +27,9 @@ from typing import Any
 
 import torch
 
+from segformer3d_auto.checkpoint import read_checkpoint
 from segformer3d_auto.errors import InputError
+from segformer3d_auto.model import convert_official_state_dict
 
 FIRST_EMBEDDING = "stages.0.patch_embed.proj.weight"
 HEAD = ("decode_head.pred.weight", "decode_head.pred.bias")
@@ -70,17 +72,10 @@ def load_pretrained(network: torch.nn.Module, path: str, channels: list[str] | N
         classes: the new dataset's output names (:func:`head_names`), for copying matching head rows.
 
     Raises:
-        InputError: the file is unreadable or shares no tensor with the network.
+        InputError: the file is missing or unreadable, or shares no tensor with the network.
     """
-    from segformer3d_auto.model import convert_official_state_dict
-
     file = Path(path)
-    if not file.is_file():
-        raise InputError(f"{file}: pretrained checkpoint not found")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InputError(f"{file}: not a readable checkpoint ({str(e).splitlines()[0] if str(e) else e})") from None
+    state = read_checkpoint(file)
     weights = state.get("network_weights", state) if isinstance(state, dict) else {}
     own = network.state_dict()
     if not any(k in own for k in weights):

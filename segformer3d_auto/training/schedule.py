@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 MAX_WARMUP_FRACTION = 0.2
 
 
@@ -41,7 +43,7 @@ def learning_rate(epoch: int, base_lr: float, num_epochs: int, warmup_epochs: in
     return base_lr * (1.0 - done) ** exponent
 
 
-def set_learning_rate(optimizer: object, lr: float) -> None:
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Apply ``lr`` to every parameter group of ``optimizer``."""
     for group in optimizer.param_groups:
         group["lr"] = lr
