@@ -71,8 +71,9 @@ def test_sigkill_then_continue_finishes_like_an_uninterrupted_run(tmp_path_facto
     run(train_command("all", *options, "--continue"), env_killed)
     resumed = torch.load(fold / FINAL, weights_only=True)
     assert resumed["epoch"] == 4 and len(resumed["logging"]["train_loss"]) == 4
-    # an uninterrupted run's schedule, written out: warm-up 3e-4*(e+1)/3, then 3e-4*(1-(e-2)/2)**0.9
-    assert resumed["logging"]["lr"] == pytest.approx([1e-4, 2e-4, 3e-4, 3e-4 * 0.5**0.9])
+    # an uninterrupted run's schedule, written out: the 2 warm-up epochs asked for exceed a fifth of 4 epochs
+    # (rounded down: 0), so it decays from the start, 3e-4*(1-e/4)**0.9
+    assert resumed["logging"]["lr"] == pytest.approx([3e-4, 3e-4 * 0.75**0.9, 3e-4 * 0.5**0.9, 3e-4 * 0.25**0.9])
     lines = (fold / "training_log.txt").read_text().splitlines()
     resumed_at = [i for i, line in enumerate(lines) if "resuming from checkpoint_latest.pth" in line]
     assert len(resumed_at) == 1 and f"after epoch {killed_after}" in lines[resumed_at[0]]
