@@ -189,9 +189,14 @@ def batch_overlays(data: Any, seg: Any, logits: Any, label_manager: Any, count: 
 
     images = {}
     for i in range(min(count, data.shape[0])):
-        scores = logits[i].detach().float()
-        probs = torch.sigmoid(scores) if label_manager.has_regions else torch.softmax(scores, 0)
-        predicted = label_manager.probabilities_to_segmentation(probs.cpu().numpy())
+        scores = logits[i].detach().float().cpu()
+        if label_manager.has_regions:  # each region above 0.5 painted with its value, inner regions last
+            predicted = torch.zeros(scores.shape[1:], dtype=torch.int64)
+            for value, region in zip(label_manager.regions_class_order, torch.sigmoid(scores) > 0.5):
+                predicted[region] = value
+            predicted = predicted.numpy()
+        else:
+            predicted = np.asarray(label_manager.head_values)[scores.argmax(0).numpy()]
         z = data.shape[2] // 2
         images[f"validation/overlay_{i}"] = overlay(data[i, 0, z].cpu().numpy(), seg[i, 0, z].cpu().numpy(),
                                                     predicted[z])
