@@ -15,15 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from segformer3d_auto.atomic import atomic_path
 from segformer3d_auto.dataset.image_io import write_segmentation
 from segformer3d_auto.preprocessing.cropping import uncrop
 from segformer3d_auto.preprocessing.resampling import resample
+
+if TYPE_CHECKING:
+    import torch
 
 PROBABILITY_RESAMPLING = {"order": 1, "order_z": 0, "force_separate_z": None, "anisotropy_threshold": 3.0}
 """nnU-Net's defaults for probability maps: linear in-plane, nearest along a separated low-resolution axis."""
@@ -136,9 +138,11 @@ def probability_file(output_file: str | Path) -> Path:
 
 def _channel_to_numpy(probabilities: torch.Tensor | np.ndarray, head: int) -> np.ndarray:
     """One head as a float32 numpy array on the CPU (may share memory with ``probabilities``: read only)."""
-    if isinstance(probabilities, torch.Tensor):
-        return probabilities[head].detach().to(device="cpu", dtype=torch.float32).numpy()
-    return np.asarray(probabilities[head], dtype=np.float32)
+    if isinstance(probabilities, np.ndarray):
+        return np.asarray(probabilities[head], dtype=np.float32)
+    import torch  # a tensor came in, so torch is installed and imported already
+
+    return probabilities[head].detach().to(device="cpu", dtype=torch.float32).numpy()
 
 
 def _label_dtype(label_manager: Any) -> np.dtype:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from segformer3d_auto.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
 
 MODEL_SUBFOLDER = "SegFormer3D__3d_fullres"
 CHECKPOINTS = {"final": "checkpoint_final.pth", "best": "checkpoint_best.pth", "latest": "checkpoint_latest.pth"}
@@ -78,12 +80,23 @@ def checkpoint_file(model_folder: str | Path, fold: int, checkpoint: str = "fina
     return path
 
 
+def onnx_file(model_folder: str | Path, fold: int, checkpoint: str = "final") -> Path:
+    """Path of a fold's ONNX network (``fold_N/checkpoint_final.onnx`` beside ``checkpoint_final.pth``).
+
+    The file may be missing: only models exported by ``sf3d_export_model`` have one.
+    """
+    name = CHECKPOINTS.get(checkpoint, checkpoint)
+    return Path(model_folder) / f"fold_{int(fold)}" / (Path(name).stem + ".onnx")
+
+
 def load_network_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``network_weights`` state dict of a checkpoint, loaded safely (``weights_only``) onto the CPU.
 
     Raises:
         InputError: the file is not a readable checkpoint or lacks ``network_weights``.
     """
+    import torch
+
     path = Path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
