@@ -25,6 +25,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +42,8 @@ _MEMBER = re.compile(r"^(plans\.json|dataset\.json|dataset_fingerprint\.json|cro
                      r"\.json|fold_\d{1,3}/checkpoint_(final|best)\.(pth|onnx))$")
 _DATASET = re.compile(r"^Dataset\d{3,}_[A-Za-z0-9_\-]+$")
 _CHUNK = 1 << 20
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError)
+"""What a damaged zip raises while being read: bad headers, CRC errors, truncated or corrupt deflate data."""
 
 
 def is_model_archive(path: str | Path) -> bool:
@@ -203,7 +206,7 @@ def _open_zip(archive_path: Path) -> zipfile.ZipFile:
         raise InputError(f"{archive_path}: no such model zip")
     try:
         return zipfile.ZipFile(archive_path)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+    except _ZIP_ERRORS as e:
         raise InputError(f"{archive_path}: not a readable zip, truncated or corrupt ({e})") from None
 
 
@@ -213,7 +216,7 @@ def _load_manifest(archive: zipfile.ZipFile, archive_path: Path) -> dict[str, An
             manifest = json.loads(handle.read(1 << 24).decode("utf-8"))
     except KeyError:
         raise InputError(f"{archive_path}: not a model zip ({MANIFEST} missing)") from None
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+    except _ZIP_ERRORS as e:
         raise InputError(f"{archive_path}: {MANIFEST} is unreadable ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{archive_path}: {MANIFEST} is not a model manifest of format {FORMAT}")
@@ -257,14 +260,14 @@ def _read_member(archive: zipfile.ZipFile, archive_path: Path, name: str) -> Any
         return archive.open(name)
     except KeyError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+    except (*_ZIP_ERRORS, NotImplementedError) as e:
         raise InputError(f"{archive_path}: member {name} is unreadable ({e})") from None
 
 
 def _read_chunk(handle: io.BufferedIOBase, archive_path: Path, name: str) -> bytes:
     try:
         return handle.read(_CHUNK)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:  # CRC errors, truncated data, bad deflate
+    except _ZIP_ERRORS as e:  # CRC errors, truncated data, bad deflate
         raise InputError(f"{archive_path}: member {name} is corrupt ({e})") from None
 
 
