@@ -40,7 +40,7 @@ MODEL_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json", "crossv
 """Model-folder files that go into the zip when present (plans.json and dataset.json are required)."""
 _MEMBER = re.compile(r"^(plans\.json|dataset\.json|dataset_fingerprint\.json|crossval/(postprocessing|summary)"
                      r"\.json|fold_\d{1,3}/checkpoint_(final|best)\.(pth|onnx))$")
-_DATASET = re.compile(r"^Dataset\d{3,}_[A-Za-z0-9_\-]+$")
+DATASET_NAME = re.compile(r"^Dataset\d{3,}_[A-Za-z0-9_\-]+$")
 _CHUNK = 1 << 20
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError)
 """What a damaged zip raises while being read: bad headers, CRC errors, truncated or corrupt deflate data."""
@@ -221,7 +221,7 @@ def _load_manifest(archive: zipfile.ZipFile, archive_path: Path) -> dict[str, An
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise InputError(f"{archive_path}: {MANIFEST} is not a model manifest of format {FORMAT}")
     files, dataset = manifest.get("files"), manifest.get("dataset")
-    if not isinstance(dataset, str) or not _DATASET.match(dataset):
+    if not isinstance(dataset, str) or not DATASET_NAME.match(dataset):
         raise InputError(f"{archive_path}: {MANIFEST} names no valid dataset (got {dataset!r})")
     if not isinstance(files, dict) or not all(isinstance(v, dict) and isinstance(v.get("sha256"), str)
                                               and isinstance(v.get("size"), int) for v in files.values()):

@@ -29,7 +29,7 @@ def validate_fold(model_folder: str | os.PathLike, fold: int, cases: list[str],
     from segformer3d_auto.inference.export import write_prediction
     from segformer3d_auto.inference.predictor import Predictor
 
-    predictor = Predictor(model_folder, folds=[fold], checkpoint="final", device=device)
+    predictor = Predictor(model_folder, folds=[fold], checkpoint="final", device=device, backend="torch")
     predictor.postprocessing = None
     ending = dataset_json["file_ending"]
     folder = Path(preprocessed_folder)
