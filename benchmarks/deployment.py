@@ -13,6 +13,7 @@ an empty venv to a first prediction are printed.
     python benchmarks/deployment.py                                  # MRI with TTA, CT without, venvs
     python benchmarks/deployment.py --cases mri --settings default --no-venvs
     python benchmarks/deployment.py --ct-shape 150 512 512           # a shorter CT on a slow machine
+    python benchmarks/deployment.py --work DIR --only-venvs          # venvs only, with DIR/mri.zip of a run
 """
 
 from __future__ import annotations
@@ -46,7 +47,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     parser.add_argument("--no-venvs", dest="venvs", action="store_false", help="skip the venv size/time part")
     parser.add_argument("--work", type=Path, default=None, help="folder for the generated data (default: temp)")
+    parser.add_argument("--only-venvs", action="store_true",
+                        help="only the venv part, with the MRI zip an earlier run left in --work")
     args = parser.parse_args(argv)
+    if args.only_venvs:
+        if args.work is None or not (args.work / "mri.zip").is_file():
+            parser.error("--only-venvs needs --work with the mri.zip of an earlier run")
+        _venvs(args.work, args.work / "in_mri", args.work / "mri.zip")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)

@@ -60,7 +60,9 @@ def export_model(
     if not (model_folder / "plans.json").is_file():
         raise InputError(f"{model_folder}: not a model folder (plans.json missing)")
     plans = read_json(model_folder / "plans.json")
-    dataset = str(plans.get("dataset_name") or model_folder.parent.name)
+    dataset = model_folder.parent.name  # where -d finds it; plans' own name for a folder kept elsewhere
+    if not model_archive.DATASET_NAME.match(dataset):
+        dataset = str(plans.get("dataset_name", ""))
     if not model_archive.DATASET_NAME.match(dataset):
         raise InputError(f"{model_folder / 'plans.json'}: dataset_name {dataset!r} is not a DatasetXXX_Name")
     folds = sorted({int(f) for f in (mf.available_folds(model_folder) if folds is None else folds)})
