@@ -17,11 +17,13 @@ import sys
 import time
 from pathlib import Path
 
+from segformer3d_auto.worker_lifetime import subprocess_options
+
 
 def _run(command: list[str], env: dict[str, str]) -> float:
     print("$ " + " ".join(shlex.quote(c) for c in command), flush=True)
     start = time.perf_counter()
-    result = subprocess.run(command, env=env)
+    result = subprocess.run(command, env=env, **subprocess_options())  # a killed demo takes the command with it
     if result.returncode != 0:
         sys.exit(f"demo: '{command[0]}' failed with exit status {result.returncode}")
     return time.perf_counter() - start

@@ -3,12 +3,14 @@
 On Linux the workers are forked when the pool first gets work, which is before the parent has run any PyTorch
 computation (the commands create the pool first), so they inherit the imports instead of paying seconds of
 ``import torch`` each; elsewhere they are spawned. Each worker is pinned to one thread, so ``-np`` processes use
-``-np`` cores, and the pool is reused across a command's stages.
+``-np`` cores, and the pool is reused across a command's stages. Workers end with the command, however it ends
+(see :mod:`segformer3d_auto.worker_lifetime`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
@@ -16,12 +18,16 @@ from typing import Any
 
 from tqdm import tqdm
 
+from segformer3d_auto.worker_lifetime import end_with_parent
+
 _START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
-def _single_thread() -> None:
+def _init_worker(parent_pid: int) -> None:
+    """End with the parent process; one torch thread."""
     import torch
 
+    end_with_parent(parent_pid)
     torch.set_num_threads(1)
 
 
@@ -61,7 +67,7 @@ class CaseMap:
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
                     self.num_processes, mp_context=multiprocessing.get_context(_START_METHOD),
-                    initializer=_single_thread,
+                    initializer=_init_worker, initargs=(os.getpid(),),
                 )
             results = []
             for result in self._pool.map(fn, jobs):

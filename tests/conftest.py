@@ -6,8 +6,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from segformer3d_auto.dataset.synthetic import make_ct_dataset, make_mri_regions_dataset, make_msd_task
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Options that run the numerical tests under other kernels, so a tolerance fitted to one machine shows here."""
+    group = parser.getgroup("segformer3d_auto numerics")
+    group.addoption("--torch-threads", type=int, default=None, help="torch.set_num_threads(N) for the test process")
+    group.addoption(
+        "--no-mkldnn", action="store_true", help="torch.backends.mkldnn.enabled = False (plain ATen CPU kernels)"
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    threads = config.getoption("--torch-threads")
+    if threads is not None:
+        if threads < 1:
+            raise pytest.UsageError(f"--torch-threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    if config.getoption("--no-mkldnn"):
+        torch.backends.mkldnn.enabled = False
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    mkldnn = "on" if torch.backends.mkldnn.enabled else "off"
+    return f"torch {torch.__version__}: {torch.get_num_threads()} threads, oneDNN {mkldnn}"
 
 
 @dataclass

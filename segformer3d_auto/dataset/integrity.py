@@ -9,6 +9,7 @@ inf, and truncated pixel data, which a header cannot reveal. Each problem is one
 from __future__ import annotations
 
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from segformer3d_auto.dataset.image_io import (
 from segformer3d_auto.dataset.labels import LabelManager
 from segformer3d_auto.dataset.naming import parse_channel_file_name, visible_files
 from segformer3d_auto.errors import InputError
+from segformer3d_auto.worker_lifetime import end_with_parent
 
 
 def check_dataset(raw_dataset_folder: str | Path, dataset_json: dict, verify: bool = False,
@@ -143,7 +145,8 @@ def _verify_cases(cases: list[CaseFiles], declared: list[int], num_processes: in
                 bar.update()
         else:
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(num_processes, len(jobs)), mp_context=context) as pool:
+            with ProcessPoolExecutor(min(num_processes, len(jobs)), mp_context=context,
+                                     initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
                 for result in pool.map(_verify_case, jobs):
                     problems += result
                     bar.update()

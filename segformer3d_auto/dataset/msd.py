@@ -28,6 +28,7 @@ from segformer3d_auto.dataset.dataset_json import dataset_json_problem
 from segformer3d_auto.dataset.naming import channel_file_name, visible_files
 from segformer3d_auto.errors import InputError
 from segformer3d_auto.paths import all_roots, dataset_name, list_datasets, parse_dataset_name, raw_root
+from segformer3d_auto.worker_lifetime import end_with_parent
 
 _TASK = re.compile(r"^Task(\d+)_(.+)$")
 _ENDING = ".nii.gz"
@@ -72,7 +73,8 @@ def convert_msd(task_folder: str | Path, dataset_id: int | None = None, num_proc
                 bar.update()
         else:
             context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(num_processes, len(jobs)), mp_context=context) as pool:
+            with ProcessPoolExecutor(min(num_processes, len(jobs)), mp_context=context,
+                                     initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
                 for _ in pool.map(_convert_file, jobs):
                     bar.update()
     finally:

@@ -15,6 +15,8 @@ import math
 import numpy as np
 import torch
 
+from segformer3d_auto.worker_lifetime import EndWithParent
+
 ROTATION_3D = math.radians(30)
 ROTATION_2D = math.pi
 SCALE = (0.7, 1.4)
@@ -112,7 +114,9 @@ def make_augmenter(loader: object, transform: object, num_workers: int, seed: in
     """Wrap ``loader`` in a MultiThreadedAugmenter (``num_workers`` > 0) or SingleThreadedAugmenter.
 
     Each worker gets its own seed derived from ``seed``, so ranks and workers draw different patches. Batches
-    stay numpy arrays (see :func:`batch_to_tensors`).
+    stay numpy arrays (see :func:`batch_to_tensors`). Workers end when the training process ends, even by SIGKILL
+    (the transform, which batchgenerators calls in each worker, binds them first: see
+    :class:`~segformer3d_auto.worker_lifetime.EndWithParent`).
     """
     from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
     from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
@@ -121,7 +125,7 @@ def make_augmenter(loader: object, transform: object, num_workers: int, seed: in
         np.random.seed(seed % 2**32)
         return SingleThreadedAugmenter(loader, transform)
     seeds = [(seed + 7919 * i) % 2**32 for i in range(num_workers)]
-    return MultiThreadedAugmenter(loader, transform, num_workers, max(2, num_workers // 2), seeds=seeds,
+    return MultiThreadedAugmenter(loader, EndWithParent(transform), num_workers, max(2, num_workers // 2), seeds=seeds,
                                   pin_memory=False)
 
 
