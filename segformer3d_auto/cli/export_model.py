@@ -46,7 +46,7 @@ def _main(argv: list[str] | None) -> int:
         parser.error("folds must be >= 0")
 
     from segformer3d_auto.inference.model_export import export_model
-    from segformer3d_auto.inference.model_folder import find_model_folder
+    from segformer3d_auto.model_folder import find_model_folder
 
     model_folder = args.model_folder or find_model_folder(args.dataset)
     manifest = export_model(model_folder, args.output, folds=args.folds, checkpoint=args.checkpoint,

@@ -31,7 +31,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from segformer3d_auto.atomic import atomic_path
 from segformer3d_auto.errors import InputError
+from segformer3d_auto.model_folder import model_folder_for
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -63,8 +65,6 @@ def write_archive(output_zip: str | Path, members: dict[str, bytes], manifest: d
     Returns:
         ``output_zip``.
     """
-    from segformer3d_auto.atomic import atomic_path
-
     bad = [name for name in members if not _MEMBER.match(name)]
     if bad:
         raise ValueError(f"not members of a model zip: {bad}")
@@ -151,13 +151,9 @@ def install_model(archive_path: str | Path, results: str | Path | None = None, f
         InputError: the zip is refused (see :func:`read_manifest`), or a different model is installed there and
             ``force`` is False.
     """
-    from segformer3d_auto.inference.model_folder import MODEL_SUBFOLDER
-    from segformer3d_auto.paths import results_root
-
     archive_path = Path(archive_path)
     manifest = read_manifest(archive_path)
-    root = Path(results) if results is not None else results_root()
-    target = root / manifest["dataset"] / MODEL_SUBFOLDER
+    target = model_folder_for(manifest["dataset"], root=results)
     if target.exists():
         if same_model(target, manifest):
             return target, False

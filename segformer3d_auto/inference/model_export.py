@@ -48,11 +48,13 @@ def export_model(
     import torch
 
     from segformer3d_auto import __version__
+    from segformer3d_auto import model_folder as mf
     from segformer3d_auto.atomic import read_json
+    from segformer3d_auto.checkpoint import load_network_weights
     from segformer3d_auto.inference import model_archive
-    from segformer3d_auto.inference import model_folder as mf
     from segformer3d_auto.inference.engines import is_installed
     from segformer3d_auto.inference.onnx_export import OPSET
+    from segformer3d_auto.planners import CONFIGURATION
 
     if checkpoint not in ("final", "best"):
         raise ValueError(f"checkpoint must be 'final' or 'best', got {checkpoint!r}")
@@ -80,11 +82,11 @@ def export_model(
             members[name] = path.read_bytes()
         elif name in ("plans.json", "dataset.json"):
             raise InputError(f"{path}: missing")
-    config = plans["configurations"]["3d_fullres"]
+    config = plans["configurations"][CONFIGURATION]
     differences: dict[str, float] = {}
     for fold in folds:
         source = mf.checkpoint_file(model_folder, fold, checkpoint)
-        weights = mf.load_network_weights(source)
+        weights = load_network_weights(source)
         buffer = io.BytesIO()
         torch.save({"network_weights": weights}, buffer)
         members[f"fold_{fold}/{source.name}"] = buffer.getvalue()
@@ -101,7 +103,7 @@ def export_model(
             differences[str(fold)] = diff
             members[f"fold_{fold}/{source.stem}.onnx"] = onnx_model
     manifest = {
-        "dataset": dataset, "configuration": "3d_fullres", "checkpoint": checkpoint, "folds": folds,
+        "dataset": dataset, "configuration": CONFIGURATION, "checkpoint": checkpoint, "folds": folds,
         "patch_size": [int(p) for p in config["patch_size"]],
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "versions": {"segformer3d_auto": __version__, "torch": torch.__version__, "python": platform.python_version(),

@@ -81,7 +81,7 @@ def test_shards_split_the_cases(trained: dict, tmp_path: Path) -> None:
     for part in (0, 1):
         out = tmp_path / f"out{part}"
         result = _run("-i", str(inputs), "-o", str(out), "-m", str(trained["model"]), "--disable-tta",
-                      "--num-parts", "2", "--part-id", str(part), "-np", "0")
+                      "--num-parts", "2", "--part-id", str(part), "--read-ahead", "0")
         assert result.returncode == 0, result.stderr
         outs.append(sorted(p.name for p in out.glob("c*.nii.gz")))
     assert outs == [["c0.nii.gz", "c2.nii.gz"], ["c1.nii.gz"]]
