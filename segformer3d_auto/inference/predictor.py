@@ -100,6 +100,8 @@ class Predictor:
         self.sw_batch_size = int(sw_batch_size)
         self.progress = progress
         self.postprocessing = self._load_postprocessing()
+        self.fold_observer: Any = None
+        """Called with each fold's probabilities (network grid) before they are averaged (quality report)."""
 
     def predict_probabilities(self, data: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Fold-averaged probabilities ``(heads, z, y, x)`` of a preprocessed image ``(c, z, y, x)``.
@@ -194,6 +196,8 @@ class Predictor:
         for weights in self.fold_weights:
             self.network.load_state_dict(weights)
             probabilities = self._fold_probabilities(data, on_device)
+            if self.fold_observer is not None:
+                self.fold_observer(probabilities)
             if total is None:
                 total = probabilities
             else:
