@@ -11,7 +11,7 @@ The reference (``crossval/quality_reference.json``, written by ``sf3d_crossval``
 and labels) holds the range of each input measure over the training cases, the orientations seen, and each
 class's volume in ml. Without it, ``reference_from_fingerprint`` derives a coarser one from
 ``dataset_fingerprint.json``: spacings, extents after cropping, and the foreground intensity percentiles as the
-allowed range of each channel's p50.
+allowed range of each channel's p90.
 """
 
 from __future__ import annotations
@@ -25,8 +25,10 @@ AXES = ("z", "y", "x")
 _PATIENT = ("LR", "PA", "SI")  # SimpleITK's LPS: +x to the left, +y to posterior, +z to superior
 
 
-def input_measures(image: np.ndarray, properties: Mapping[str, Any]) -> dict[str, Any]:
-    """The input measures of one raw image ``(c, z, y, x)`` with its properties (see the module docstring)."""
+def input_measures(image: np.ndarray, properties: Mapping[str, Any],
+                   channel_names: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The input measures of one raw image ``(c, z, y, x)`` with its properties (see the module docstring);
+    ``channel_names`` (dataset.json's) tells which channels are CT."""
     if image.ndim != 4:
         raise ValueError(f"image must be (c, z, y, x), got shape {image.shape}")
     spacing = [float(s) for s in properties["spacing"]]
@@ -36,18 +38,21 @@ def input_measures(image: np.ndarray, properties: Mapping[str, Any]) -> dict[str
     measures["orientation"] = code
     measures["obliquity_degrees"] = obliquity
     for c, channel in enumerate(image):
-        measures.update({f"channel_{c}_{k}": v for k, v in channel_intensity(channel).items()})
+        ct = str((channel_names or {}).get(str(c), "")).lower() == "ct"
+        measures.update({f"channel_{c}_{k}": v for k, v in channel_intensity(channel, ct).items()})
     return measures
 
 
-def channel_intensity(channel: np.ndarray) -> dict[str, float]:
-    """p0.5, p50, p99.5 of the nonzero voxels (all voxels when none is zero) and the median position."""
+def channel_intensity(channel: np.ndarray, ct: bool = False) -> dict[str, float]:
+    """p0.5, p90, p99.5 of the nonzero voxels (all voxels when none is zero) and the histogram shape."""
     values = channel[channel != 0]
     if values.size == 0:
         values = channel.ravel()
-    low, mid, high = (float(v) for v in np.percentile(values, [0.5, 50.0, 99.5]))
-    position = (mid - low) / (high - low) if high > low else 0.5
-    return {"p00_5": low, "p50": mid, "p99_5": high, "median_position": float(position)}
+    p005, p10, p50, p90, p995 = (float(v) for v in np.percentile(values, [0.5, 10.0, 50.0, 90.0, 99.5]))
+    low = p10 if ct else p005
+    middle = p90 if ct else p50
+    shape = (middle - low) / (p995 - low) if p995 > low else 0.5
+    return {"p00_5": p005, "p90": p90, "p99_5": p995, "histogram_shape": float(shape)}
 
 
 def orientation(direction: Sequence[float]) -> tuple[str, float]:
@@ -91,7 +96,7 @@ def reference_from_fingerprint(fingerprint: Mapping[str, Any]) -> dict[str, Any]
     measures = {f"spacing_{a}": summarize(spacings[:, i]) for i, a in enumerate(AXES)}
     measures.update({f"extent_{a}_mm": summarize(extents[:, i]) for i, a in enumerate(AXES)})
     for c, stats in fingerprint.get("foreground_intensity_properties_per_channel", {}).items():
-        measures[f"channel_{c}_p50"] = {"min": float(stats["percentile_00_5"]), "median": float(stats["median"]),
+        measures[f"channel_{c}_p90"] = {"min": float(stats["percentile_00_5"]), "median": float(stats["median"]),
                                         "max": float(stats["percentile_99_5"]), "cases": len(spacings)}
     return {"source": "dataset_fingerprint.json", "cases": len(spacings), "measures": measures,
             "orientations": []}
