@@ -19,7 +19,8 @@ import SimpleITK as sitk
 from segformer3d_auto.atomic import atomic_path, write_json
 from segformer3d_auto.dataset.dicom_cases import group_cases, parse_channel_map
 from segformer3d_auto.dataset.dicom_series import DicomSeries, find_series, read_series_as_image
-from segformer3d_auto.dataset.image_io import file_ending, geometry_difference, read_segmentation, write_segmentation
+from segformer3d_auto.dataset.image_io import file_ending, geometry_difference, read_image_header, \
+    read_segmentation, write_segmentation
 from segformer3d_auto.dataset.labels import check_labels
 from segformer3d_auto.dataset.naming import channel_file_name
 from segformer3d_auto.errors import InputError
@@ -50,7 +51,8 @@ def convert_dicom(dicom_folder: str | Path, labels_folder: str | Path, raw_root:
     for case, label_file in label_files.items():  # every check before the first file is written
         difference = geometry_difference(read_image_header(label_file), cases[case][0].properties)
         if difference is not None:
-            raise InputError(f"{label_file}: geometry differs from series {cases[case][0].series_uid}: {difference}")
+            raise InputError(f"{label_file}: geometry differs from series {cases[case][0].series_uid}: "
+                             f"{difference}")
     folder = Path(raw_root) / dataset_name(dataset_id, name)
     for case, members in cases.items():
         split = "Tr" if case in label_files else "Ts"
