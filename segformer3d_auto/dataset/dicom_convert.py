@@ -19,8 +19,13 @@ import SimpleITK as sitk
 from segformer3d_auto.atomic import atomic_path, write_json
 from segformer3d_auto.dataset.dicom_cases import group_cases, parse_channel_map
 from segformer3d_auto.dataset.dicom_series import DicomSeries, find_series, read_series_as_image
-from segformer3d_auto.dataset.image_io import file_ending, geometry_difference, read_image_header, \
-    read_segmentation, write_segmentation
+from segformer3d_auto.dataset.image_io import (
+    file_ending,
+    geometry_difference,
+    read_image_header,
+    read_segmentation,
+    write_segmentation,
+)
 from segformer3d_auto.dataset.labels import check_labels
 from segformer3d_auto.dataset.naming import channel_file_name
 from segformer3d_auto.errors import InputError
