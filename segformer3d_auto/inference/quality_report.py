@@ -102,11 +102,12 @@ def prediction_flags(prediction: Mapping[str, Any], reference: Mapping[str, Any]
     if entropy is not None and not math.isnan(entropy) and entropy > limit:
         reasons.append(f"uncertain: mean entropy in the predicted foreground {entropy:.3f} > {limit:.3f}")
     training = calibrated.get("volumes_ml") or (reference or {}).get("volumes_ml", {})
+    basis = "model on training cases" if calibrated.get("volumes_ml") else "training labels"
     for name, volume in prediction.get("volumes_ml", {}).items():
         if name in training:
             low, high = training[name]["min"] / VOLUME_FACTOR, training[name]["max"] * VOLUME_FACTOR
             if not low <= volume <= high:
-                reasons.append(f"{name} volume {volume:.4g} ml outside [{low:.4g}, {high:.4g}] (training "
+                reasons.append(f"{name} volume {volume:.4g} ml outside [{low:.4g}, {high:.4g}] ({basis} "
                                f"{training[name]['min']:.4g}..{training[name]['max']:.4g} ml)")
     return reasons
 
@@ -287,7 +288,8 @@ class QualityRecorder:
                       "source": self.reference.get("source"), "cases": self.reference.get("cases"),
                       "measures": self.reference.get("measures", {}),
                       "orientations": self.reference.get("orientations", []),
-                      "volumes_ml": self.reference.get("volumes_ml", {})},
+                      "volumes_ml": self.reference.get("volumes_ml", {}),
+                      "prediction": self.reference.get("prediction", {})},
                   "thresholds": thresholds(), "channel_names": self.channel_names,
                   "num_cases": len(ordered), "num_flagged": sum(c["flagged"] for c in ordered.values()),
                   "cases": ordered}

@@ -93,7 +93,8 @@ def write_prediction_report(report_file: str | Path) -> Path:
         parts.append("<h2>Flagged cases</h2><table><tr><th class=l>case</th><th class=l>reasons</th></tr>" + "".join(
             f"<tr class=flag><td class=l><a href='#{_e(k)}'>{_e(k)}</a></td>"
             f"<td class=l>{'<br>'.join(_e(r) for r in cases[k]['reasons'])}</td></tr>" for k in flagged) + "</table>")
-    parts.append(_volume_section(cases, reference.get("volumes_ml", {})))
+    parts.append(_volume_section(cases, reference.get("volumes_ml", {}),
+                                 reference.get("prediction", {}).get("volumes_ml", {})))
     parts.append("<h2>Cases</h2>")
     for key, case in cases.items():
         picture = ""
@@ -161,23 +162,32 @@ def write_evaluation_report(summary_file: str | Path, names: Mapping[str, str] |
     return _write_page("Evaluation report", parts, summary_file.with_name("report.html"))
 
 
-def _volume_section(cases: Mapping[str, Any], training: Mapping[str, Any]) -> str:
+def _volume_section(cases: Mapping[str, Any], labels: Mapping[str, Any], predicted: Mapping[str, Any]) -> str:
+    """Predicted volumes per case and class; red where outside the range the volume check allows."""
+    from segformer3d_auto.inference.quality_report import VOLUME_FACTOR
+
     names = list(next(iter(cases.values()))["prediction"]["volumes_ml"]) if cases else []
     if not names:
         return ""
+    compared = predicted or labels
     head = "".join(f"<th>{_e(n)} ml</th>" for n in names)
-    ranges = "".join(f"<td>{_num(training[n]['min'], 1)} .. {_num(training[n]['max'], 1)}</td>" if n in training
-                     else "<td>-</td>" for n in names)
     rows = []
+    for title, source in (("training labels", labels), ("model on training cases", predicted)):
+        if source:
+            rows.append(f"<tr><td class=l><i>{title}</i></td>" + "".join(
+                f"<td>{_num(source[n]['min'], 1)} .. {_num(source[n]['max'], 1)}</td>" if n in source
+                else "<td>-</td>" for n in names) + "</tr>")
     for key, case in cases.items():
         cells = []
         for n in names:
             volume = case["prediction"]["volumes_ml"][n]
-            inside = n not in training or training[n]["min"] <= volume <= training[n]["max"]
+            inside = n not in compared or \
+                compared[n]["min"] / VOLUME_FACTOR <= volume <= compared[n]["max"] * VOLUME_FACTOR
             cells.append(f"<td class={'ok' if inside else 'flag'}>{_num(volume, 1)}</td>")
         rows.append(f"<tr><td class=l>{_e(key)}</td>{''.join(cells)}</tr>")
-    return (f"<h2>Predicted volumes</h2><table><tr><th class=l>case</th>{head}</tr>"
-            f"<tr><td class=l><i>training range</i></td>{ranges}</tr>{''.join(rows)}</table>")
+    basis = "the model's volumes on its training cases" if predicted else "the training labels' volumes"
+    return (f"<h2>Predicted volumes</h2><p>Red: outside [min / {VOLUME_FACTOR:g}, max x {VOLUME_FACTOR:g}] of "
+            f"{basis}.</p><table><tr><th class=l>case</th>{head}</tr>{''.join(rows)}</table>")
 
 
 def _write_page(title: str, parts: Sequence[str], path: Path) -> Path:

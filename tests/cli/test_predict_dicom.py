@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pydicom  # the test extra installs the dicom extra (highdicom, pydicom): these tests always run
 import pytest
 
 from segformer3d_auto.dataset.dicom_series import find_series
@@ -17,9 +18,6 @@ from segformer3d_auto.dataset.synthetic import make_ct_dataset
 from tests.dicom_files import write_series
 from tests.inference.model_folders import labels_dataset_json, make_model_folder, make_plans
 from tests.inference.quality_models import CT_NETWORK, CT_PATCH
-
-pydicom = pytest.importorskip("pydicom")
-pytest.importorskip("highdicom")
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

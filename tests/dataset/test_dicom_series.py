@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 
 from segformer3d_auto.dataset.dicom_series import contains_dicom, find_series, read_series
@@ -32,7 +33,6 @@ def _physical_points(props: dict) -> np.ndarray:
 
 @pytest.mark.parametrize("direction", [OBLIQUE, LPS_FLIP], ids=["oblique", "lps-flipped"])
 def test_geometry_and_values_read_back_exactly(tmp_path: Path, direction: list[float]) -> None:
-    pydicom = pytest.importorskip("pydicom")
     values = _values((7, 10, 12))
     files = write_series(tmp_path / "study" / "deep" / "series", values, (2.5, 0.7, 0.9), (10.0, -20.0, 30.0),
                          direction, intercept=-1024)
