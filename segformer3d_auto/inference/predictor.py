@@ -101,7 +101,7 @@ class Predictor:
         self.progress = progress
         self.postprocessing = self._load_postprocessing()
         self.fold_observer: Any = None
-        """Called with each fold's probabilities (network grid) before they are averaged (quality report)."""
+        """Called with (fold index, that fold's probabilities on the network grid) before they are averaged."""
 
     def predict_probabilities(self, data: np.ndarray | torch.Tensor) -> torch.Tensor:
         """Fold-averaged probabilities ``(heads, z, y, x)`` of a preprocessed image ``(c, z, y, x)``.
@@ -193,11 +193,11 @@ class Predictor:
     def _ensemble(self, data: torch.Tensor, on_device: bool) -> torch.Tensor:
         """Mean over the folds of each fold's probabilities."""
         total = None
-        for weights in self.fold_weights:
+        for index, weights in enumerate(self.fold_weights):
             self.network.load_state_dict(weights)
             probabilities = self._fold_probabilities(data, on_device)
             if self.fold_observer is not None:
-                self.fold_observer(probabilities)
+                self.fold_observer(index, probabilities)
             if total is None:
                 total = probabilities
             else:

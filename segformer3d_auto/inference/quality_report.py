@@ -232,8 +232,11 @@ class QualityRecorder:
         fold_maps: list[np.ndarray] = []
         total: list[np.ndarray] = []
 
-        def observe(probabilities: Any) -> None:
-            array = probabilities.float().cpu().numpy()
+        def observe(index: int, probabilities: Any) -> None:
+            if index == 0:  # a new pass (the predictor redoes all folds after running out of GPU memory)
+                fold_maps.clear()
+                total.clear()
+            array = probabilities.cpu().float().numpy()
             fold_maps.append(qm.fold_label_maps(array, regions))
             if total:
                 total[0] += array

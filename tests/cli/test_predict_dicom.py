@@ -3,6 +3,7 @@ one-line errors for missing channels and refused series."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from tests.inference.quality_models import CT_NETWORK, CT_PATCH
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "segformer3d_auto.cli.predict", *args, "--disable-progress-bar",
-                           "--disable-tta", "--no-report"], capture_output=True, text=True, timeout=600)
+                           "--disable-tta"], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,9 @@ def test_dicom_input_gives_the_nifti_prediction_and_a_matching_dicom_seg(ct_mode
     np.testing.assert_array_equal(seg, reference)
     assert (seg == 1).sum() > 0 and (seg == 2).sum() > 0, "the comparison needs both classes present"
     assert not (tmp_path / "dicom_out" / ".dicom_input").exists(), "staged images are removed"
+    report = json.loads((tmp_path / "dicom_out" / "report.json").read_text())
+    assert list(report["cases"]) == [series.case_name]
+    assert f"series {series.series_uid}, 'abdomen'" in report["cases"][series.case_name]["input_files"][0]
 
     from segformer3d_auto.inference.dicom_seg import read_dicom_seg_masks
 
