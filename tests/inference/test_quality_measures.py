@@ -58,3 +58,21 @@ def test_volumes_and_flags_against_a_reference() -> None:
     assert "3.1" in input_flags({"spacing_z": 3.1}, reference, {})[0]
     reasons = prediction_flags({"volumes_ml": volumes, "fold_dice": {"liver": 0.4}}, reference)
     assert len(reasons) == 2 and "kidney volume 0 ml" in reasons[1] and "liver" in reasons[0]
+
+
+def test_fingerprint_reference_flags_spacing_and_intensity_but_not_a_training_like_case() -> None:
+    fingerprint = {"spacings": [[5.0, 0.8, 0.8], [5.0, 0.8, 0.8], [4.0, 0.7, 0.7]],
+                   "shapes_after_crop": [[16, 40, 40], [18, 44, 44], [20, 50, 50]],
+                   "foreground_intensity_properties_per_channel": {"0": {
+                       "mean": 90.0, "std": 40.0, "median": 70.0, "min": 20.0, "max": 190.0,
+                       "percentile_00_5": 45.0, "percentile_99_5": 165.0}}}
+    reference = qm.reference_from_fingerprint(fingerprint)
+    rng = np.random.default_rng(0)
+    ct = np.where(rng.random((1, 16, 40, 40)) < 0.5, -1000.0, rng.normal(60.0, 10.0, (1, 16, 40, 40)))
+    props = {"spacing": [5.0, 0.8, 0.8], "direction": [-1, 0, 0, 0, -1, 0, 0, 0, 1]}
+    names = {"0": "CT"}
+    assert input_flags(qm.input_measures(ct, props, names), reference, names) == []
+    wide = input_flags(qm.input_measures(ct, {**props, "spacing": [20.0, 3.2, 3.2]}, names), reference, names)
+    assert any(r.startswith("spacing_x 3.2 outside") for r in wide)
+    scaled = input_flags(qm.input_measures(ct * 1000.0, props, names), reference, names)
+    assert scaled == [next(r for r in scaled if r.startswith("channel 0 (CT) p90"))]
