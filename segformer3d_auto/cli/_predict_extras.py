@@ -16,8 +16,8 @@ DICOM: -i may be a folder of DICOM files (any nesting); each image series is a c
 {PatientID}_s{SeriesNumber}_{end of SeriesInstanceUID}; multi-channel models take one series per channel from
 each study, matched by SeriesDescription to the model's channel names or to --dicom-channels (a JSON file
 {"0": "FLAIR", ...} or "FLAIR,T1,T1ce,T2"). --output-format dicom-seg also writes {case}_seg.dcm referencing
-the source series. Every run writes report.json and report.html (quality report); flagged cases get one
-warning line on stderr.
+the source series. Every run writes report.json and report.html (quality report; shards of --num-parts
+write report_partIofN.json/.html); flagged cases get one warning line on stderr.
   sf3d_predict -i dicom_study -o preds -d 502 --output-format dicom-seg
   sf3d_predict -i dicom_studies -o preds -d 501 --dicom-channels channels.json --save-uncertainty
 """
@@ -67,7 +67,8 @@ def prepare(args: argparse.Namespace, predictor: Any) -> Session:
 
             require_highdicom()
         check_output_folder(args.output)
-        session.staging = Path(args.output) / STAGING
+        shard = f".part{args.part_id}of{args.num_parts}" if args.num_parts > 1 else ""
+        session.staging = Path(args.output) / (STAGING + shard)
         session.dicom_cases = stage_dicom_cases(
             args.input, session.staging, predictor.dataset_json["channel_names"], predictor.file_ending,
             args.dicom_channels, args.dicom_strict)
@@ -78,7 +79,8 @@ def prepare(args: argparse.Namespace, predictor: Any) -> Session:
     if not args.no_report:
         from segformer3d_auto.inference.quality_report import QualityRecorder
 
-        session.quality = QualityRecorder(predictor, args.output, save_uncertainty=args.save_uncertainty)
+        name = f"report_part{args.part_id}of{args.num_parts}" if args.num_parts > 1 else "report"
+        session.quality = QualityRecorder(predictor, args.output, save_uncertainty=args.save_uncertainty, name=name)
         session.quality.sources = {case: [f"{m.files[0].parent} (series {m.series_uid}, {m.description!r})"
                                           for m in members] for case, members in session.dicom_cases.items()}
     elif args.save_uncertainty:

@@ -206,11 +206,13 @@ class QualityRecorder:
         output_folder: where report.json (and entropy maps) go.
         save_uncertainty: write ``{case}_entropy{file_ending}`` in the input's geometry.
         quiet: no warning lines on stderr (calibration).
+        name: the report's file name without ``.json`` (shards write one each).
     """
 
     def __init__(self, predictor: Any, output_folder: str | Path, save_uncertainty: bool = False,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, name: str = "report") -> None:
         self.predictor = predictor
+        self.name = name
         self.quiet = quiet
         self.output_folder = Path(output_folder)
         self.save_uncertainty = save_uncertainty
@@ -277,7 +279,7 @@ class QualityRecorder:
 
     def write(self) -> Path:
         """Write ``report.json`` (merged with the entries of an earlier run for cases not redone)."""
-        path = self.output_folder / "report.json"
+        path = self.output_folder / f"{self.name}.json"
         cases = {}
         if path.is_file():
             try:

@@ -119,7 +119,7 @@ def write_prediction_report(report_file: str | Path) -> Path:
                      f"<p>input: {'<br>'.join(_e(p) for p in case['input_files'])}<br>mean entropy in the predicted "
                      f"foreground: {_num(case['prediction'].get('mean_entropy_foreground'), 3)}</p>"
                      f"{dice_table}{picture}</div>")
-    return _write_page("Prediction quality report", parts, folder / "report.html")
+    return _write_page("Prediction quality report", parts, report_file.with_suffix(".html"))
 
 
 def write_evaluation_report(summary_file: str | Path, names: Mapping[str, str] | None = None) -> Path:
