@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from segformer3d_auto.dataset.dicom_series import keep_locale
+
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 _UID_ROOT = "1.2.826.0.1.3680043.8.498."
@@ -61,6 +63,7 @@ def write_series(folder: Path, array: np.ndarray, spacing: Sequence[float], orig
             image.SetMetaData(key, value)
         path = folder / f"IM{int(order[z]):04d}.dcm"
         writer.SetFileName(str(path))
-        writer.Execute(image)
+        with keep_locale():  # GDCM's writer sets the process locale to "C"
+            writer.Execute(image)
         written.append(path)
     return written

@@ -19,8 +19,10 @@ SimpleITK order), so a DICOM series is predicted and written back exactly like a
 
 from __future__ import annotations
 
+import contextlib
+import locale
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +88,17 @@ class SeriesScan:
 
     series: list[DicomSeries]
     skipped: list[str]
+
+
+@contextlib.contextmanager
+def keep_locale() -> Iterator[None]:
+    """Restore the process locale after GDCM calls: GDCM's DICOM writer sets it to "C", after which Python
+    decodes subprocess output and files as ASCII."""
+    saved = locale.setlocale(locale.LC_ALL, None)
+    try:
+        yield
+    finally:
+        locale.setlocale(locale.LC_ALL, saved)
 
 
 def is_dicom_file(path: str | Path) -> bool:
@@ -167,7 +180,8 @@ def read_series(series: DicomSeries) -> tuple[np.ndarray, dict]:
     reader.SetFileNames([str(f) for f in series.files])
     reader.SetOutputPixelType(sitk.sitkFloat32)
     try:
-        image = reader.Execute()
+        with keep_locale():
+            image = reader.Execute()
     except RuntimeError as e:
         raise InputError(f"{series.files[0]}: series {series.series_uid} unreadable ({_last_line(e)})") from None
     array = sitk.GetArrayFromImage(image).astype(np.float32, copy=False)
@@ -195,7 +209,8 @@ def _read_header(path: Path) -> dict | None:
     reader.SetFileName(str(path))
     reader.SetImageIO("GDCMImageIO")
     try:
-        reader.ReadImageInformation()
+        with keep_locale():
+            reader.ReadImageInformation()
     except RuntimeError:
         return None
     header = {key: reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import locale
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,13 @@ def test_geometry_and_values_read_back_exactly(tmp_path: Path, direction: list[f
     np.testing.assert_allclose(props["spacing"], [2.5, 0.7, 0.9], rtol=1e-6)
     np.testing.assert_allclose(props["origin"], [10.0, -20.0, 30.0], atol=1e-6)
     np.testing.assert_allclose(props["direction"], direction, atol=1e-9)
+
+
+def test_writing_and_reading_dicom_keeps_the_process_locale(tmp_path: Path) -> None:
+    before = locale.setlocale(locale.LC_ALL, None)
+    write_series(tmp_path / "s", _values((3, 4, 4)), (2.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3).ravel())
+    read_series(find_series(tmp_path).series[0])
+    assert locale.setlocale(locale.LC_ALL, None) == before
 
 
 def test_slices_stacked_against_the_normal_come_back_in_position_order(tmp_path: Path) -> None:
