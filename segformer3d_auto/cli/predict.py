@@ -59,9 +59,9 @@ def _main(argv: list[str] | None) -> int:
                         help="where the network runs (default: cuda when available, else cpu)")
     parser.add_argument("--num-parts", type=int, default=1, metavar="N", help="split the cases into N shards")
     parser.add_argument("--part-id", type=int, default=0, metavar="I", help="which shard to predict (0..N-1)")
-    parser.add_argument("-np", "--num-processes", type=int, default=1, metavar="N",
-                        help="cases read and preprocessed ahead while the network runs (default 1; 0 uses the "
-                             "least memory)")
+    parser.add_argument("--read-ahead", type=int, default=1, metavar="N",
+                        help="cases read and preprocessed ahead, in threads, while the network runs (default 1; 0 "
+                             "uses the least memory)")
     parser.add_argument("--disable-progress-bar", action="store_true", help="no progress bars")
     _predict_extras.add_arguments(parser)
     args = parser.parse_args(argv)
@@ -71,12 +71,12 @@ def _main(argv: list[str] | None) -> int:
         parser.error("--sw-batch-size must be >= 1")
     if args.num_parts < 1 or not 0 <= args.part_id < args.num_parts:
         parser.error("need --num-parts >= 1 and 0 <= --part-id < --num-parts")
-    if args.num_processes < 0:
-        parser.error("-np/--num-processes must be >= 0")
+    if args.read_ahead < 0:
+        parser.error("--read-ahead must be >= 0")
 
-    from segformer3d_auto.inference.model_folder import find_model_folder
     from segformer3d_auto.inference.predict_folder import predict_folder
     from segformer3d_auto.inference.predictor import Predictor
+    from segformer3d_auto.model_folder import find_model_folder
 
     model_folder = args.model_folder or find_model_folder(args.dataset)
     predictor = Predictor(model_folder, folds=args.folds, checkpoint=args.checkpoint, step_size=args.step_size,
@@ -87,7 +87,7 @@ def _main(argv: list[str] | None) -> int:
     session = _predict_extras.prepare(args, predictor)
     written = predict_folder(predictor, session.input_folder, args.output, save_probabilities=args.save_probabilities,
                              continue_prediction=args.continue_prediction, num_parts=args.num_parts,
-                             part_id=args.part_id, num_processes=args.num_processes,
+                             part_id=args.part_id, read_ahead=args.read_ahead,
                              progress=not args.disable_progress_bar, quality=session.quality)
     _predict_extras.finish(args, predictor, session)
     print(f"wrote {len(written)} prediction(s) to {args.output}")

@@ -8,7 +8,6 @@ choices. The network part is SegFormer3D's own: per-axis strides, kernels and sp
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -19,8 +18,8 @@ from segformer3d_auto.dataset.labels import LabelManager
 from segformer3d_auto.planners.memory import GIB, MemoryEstimate, estimate_training_memory
 from segformer3d_auto.planners.topology import Topology, plan_topology
 from segformer3d_auto.preprocessing.normalization import scheme_for_channel_name
+from segformer3d_auto.preprocessing.resampling import ANISOTROPY_THRESHOLD, RESAMPLING_DEFAULTS
 
-ANISO_THRESHOLD = 3.0
 INITIAL_PATCH_VOXELS = 256**3
 MAX_DATASET_COVERED = 0.05
 MIN_BATCH_SIZE = 2
@@ -36,8 +35,8 @@ def target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> list[float]:
     target_size = np.median(shapes, axis=0)
     worst = int(np.argmax(target))
     others = [a for a in range(3) if a != worst]
-    aniso_spacing = target[worst] > ANISO_THRESHOLD * max(target[others])
-    aniso_voxels = target_size[worst] * ANISO_THRESHOLD < min(target_size[others])
+    aniso_spacing = target[worst] > ANISOTROPY_THRESHOLD * max(target[others])
+    aniso_voxels = target_size[worst] * ANISOTROPY_THRESHOLD < min(target_size[others])
     if aniso_spacing and aniso_voxels:
         coarse = np.percentile(spacings[:, worst], 10)
         target[worst] = max(coarse, max(target[others]) + 1e-5)
@@ -189,12 +188,7 @@ def plan_experiment(
         spacing_t, median_shape, len(schemes), labels.num_segmentation_heads, len(spacings), gpu_memory_gb, model
     )
     patch = network["patch_size"]
-    resampling = {
-        "data": {"order": 3, "order_z": 0, "force_separate_z": None, "anisotropy_threshold": ANISO_THRESHOLD},
-        "seg": {"order": 1, "order_z": 0, "force_separate_z": None, "anisotropy_threshold": ANISO_THRESHOLD},
-        "probabilities": {"order": 1, "order_z": 0, "force_separate_z": None,
-                          "anisotropy_threshold": ANISO_THRESHOLD},
-    }
+    resampling = {kind: dict(settings) for kind, settings in RESAMPLING_DEFAULTS.items()}
     configuration = {
         "data_identifier": CONFIGURATION,
         "spacing": spacing_t,
@@ -205,7 +199,7 @@ def plan_experiment(
         "use_mask_for_norm": use_mask,
         "resampling": resampling,
         "mirror_axes": [0, 1, 2],
-        "anisotropic": bool(max(patch) / patch[0] > ANISO_THRESHOLD),
+        "anisotropic": bool(max(patch) / patch[0] > ANISOTROPY_THRESHOLD),
         "network": network["network"],
         "memory": network["memory"],
     }
@@ -220,7 +214,3 @@ def plan_experiment(
         "configurations": {CONFIGURATION: configuration},
     }
 
-
-def total_stride(kwargs: dict[str, Any]) -> list[int]:
-    """Total stride per axis of planned network kwargs."""
-    return [math.prod(int(s[a]) for s in kwargs["patch_stride"]) for a in range(3)]
