@@ -44,4 +44,4 @@ demo: $(STAMP)
 	$(PY) -m segformer3d_auto.demo --out demo_output
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache demo_output
+	rm -rf $(VENV) .venv-runtime build *.egg-info .pytest_cache demo_output

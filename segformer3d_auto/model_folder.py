@@ -6,6 +6,7 @@
         plans.json, dataset.json, dataset_fingerprint.json      COPIED_FILES, copied by the first fold trained
         fold_N/                                                 fold_folder(model_folder, N)
             checkpoint_final.pth, _best, _latest                CHECKPOINTS
+            checkpoint_final.onnx (or _best)                    onnx_file(): exported models only
             validation/                                         the fold's validation predictions + summary.json
         crossval/                                               crossval_folder(model_folder)
             predictions/, summary.json, postprocessing.json     written by sf3d_crossval, read by the predictor
@@ -24,7 +25,7 @@ from pathlib import Path
 from segformer3d_auto.atomic import atomic_path
 from segformer3d_auto.errors import InputError
 from segformer3d_auto.paths import list_datasets, resolve_dataset_name, results_root
-from segformer3d_auto.planners.planner import CONFIGURATION
+from segformer3d_auto.planners import CONFIGURATION
 
 MODEL_SUBFOLDER = "SegFormer3D__{configuration}"
 COPIED_FILES = ("plans.json", "dataset.json", "dataset_fingerprint.json")
@@ -109,6 +110,15 @@ def checkpoint_file(model_folder: str | os.PathLike, fold: int, checkpoint: str 
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found (fold {fold} is not trained to '{checkpoint}')")
     return path
+
+
+def onnx_file(model_folder: str | os.PathLike, fold: int, checkpoint: str = "final") -> Path:
+    """A fold's ONNX network beside its checkpoint (``checkpoint_final.onnx``), written by ``sf3d_export_model``.
+
+    The file may be missing: only exported models (zipped or installed) have one.
+    """
+    name = CHECKPOINTS.get(checkpoint, checkpoint)
+    return fold_folder(model_folder, int(fold)) / (Path(name).stem + ".onnx")
 
 
 def newest_checkpoint(fold_dir: str | os.PathLike) -> Path | None:

@@ -13,6 +13,8 @@ EXAMPLES = """examples:
   sf3d_plan_and_preprocess -d 501 -np 8 --verify        read every voxel while checking; 8 processes
   sf3d_plan_and_preprocess -d Dataset502_CT --gpu-memory-gb 24 --clean
   sf3d_plan_and_preprocess -d 501 --no-preprocess       stop after plans.json
+  sf3d_plan_and_preprocess -d 501 --num-parts 4 --part-id 0   after --no-preprocess: part 0 of 4 of the cases
+                                                        (one array-job task each; parts may run at once)
 """
 
 
@@ -35,7 +37,14 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--clean", action="store_true",
                         help="recompute fingerprint, plans and preprocessed data (a splits_final.json is kept)")
     parser.add_argument("--no-preprocess", action="store_true", help="stop after writing plans.json")
+    parser.add_argument("--num-parts", type=int, default=1, metavar="N",
+                        help="split the preprocessing of the cases into N parts (plan first with --no-preprocess)")
+    parser.add_argument("--part-id", type=int, default=0, metavar="I", help="which part to preprocess (0..N-1)")
     args = parser.parse_args(argv)
+    if args.num_parts < 1 or not 0 <= args.part_id < args.num_parts:
+        parser.error("need --num-parts >= 1 and 0 <= --part-id < --num-parts")
+    if args.num_parts > 1 and (args.clean or args.no_preprocess):
+        parser.error("--num-parts only preprocesses: plan once with --no-preprocess (and --clean) before the parts")
     if args.num_processes < 1:
         parser.error("-np must be at least 1")
     if args.gpu_memory_gb <= 0:
@@ -46,7 +55,8 @@ def _main(argv: list[str] | None) -> int:
     for dataset in args.dataset:
         report = plan_and_preprocess(
             dataset, num_processes=args.num_processes, verify=args.verify, gpu_memory_gb=args.gpu_memory_gb,
-            model=args.model, clean=args.clean, preprocess=not args.no_preprocess,
+            model=args.model, clean=args.clean, preprocess=not args.no_preprocess, num_parts=args.num_parts,
+            part_id=args.part_id,
         )
         print(report)
     return 0

@@ -16,11 +16,15 @@ EXAMPLES = """examples:
   sf3d_predict -i imagesTs -o preds -d 501 --continue    # resume a killed run
   sf3d_predict -i imagesTs -o preds -d 501 --num-parts 2 --part-id 0   # shard 0 of 2 (run part 1 elsewhere)
   sf3d_predict -i imagesTs -o preds -m results/Dataset501_X/SegFormer3D__3d_fullres --save-probabilities
+  sf3d_predict -i imagesTs -o preds -m model.zip         # a zip from sf3d_export_model, checked first
+  sf3d_predict -i imagesTs -o preds -m model.zip --backend onnxruntime   # no torch needed
 
 Input files are named {case}_{XXXX}{file_ending} (one file per channel, as in imagesTs); each output
 {case}{file_ending} has the input's size, spacing, origin and direction. With --save-probabilities, {case}.npz
 (key "probabilities", float32 (classes, z, y, x)) is written beside it. crossval/postprocessing.json of the model
-folder is applied when present.
+folder is applied when present. --backend picks the engine that runs the network (torch, or onnxruntime/openvino
+with the ONNX networks of an exported model); the default is the fastest installed ONNX engine on a CPU when the
+model has ONNX networks, else torch.
 """
 
 
@@ -41,11 +45,15 @@ def _main(argv: list[str] | None) -> int:
     source.add_argument("-d", "--dataset", metavar="ID",
                         help="dataset ID or name in $SF3D_RESULTS (default: the only trained dataset)")
     source.add_argument("-m", "--model-folder", type=Path, metavar="DIR",
-                        help="a model folder (.../DatasetXXX_Name/SegFormer3D__3d_fullres) instead of -d")
+                        help="a model folder (.../DatasetXXX_Name/SegFormer3D__3d_fullres) or a model zip from "
+                             "sf3d_export_model, instead of -d")
     parser.add_argument("-f", "--folds", type=int, nargs="+", default=None, metavar="F",
                         help="folds to ensemble (default: every fold_N folder present)")
-    parser.add_argument("--checkpoint", choices=("final", "best"), default="final",
-                        help="checkpoint_final.pth or checkpoint_best.pth (default: final)")
+    parser.add_argument("--checkpoint", choices=("final", "best"), default=None,
+                        help="checkpoint_final.pth or checkpoint_best.pth (default: final; a zip's own)")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime", "openvino"), default=None,
+                        help="engine that runs the network (default: the fastest installed ONNX engine on a CPU "
+                             "when the model has ONNX networks, else torch)")
     parser.add_argument("--step-size", type=float, default=0.5,
                         help="sliding-window step as a fraction of the patch, in (0, 1] (default: 0.5)")
     parser.add_argument("--disable-tta", action="store_true",
@@ -74,24 +82,37 @@ def _main(argv: list[str] | None) -> int:
     if args.read_ahead < 0:
         parser.error("--read-ahead must be >= 0")
 
+    from segformer3d_auto.inference.model_archive import opened_model
     from segformer3d_auto.inference.predict_folder import predict_folder
     from segformer3d_auto.inference.predictor import Predictor
     from segformer3d_auto.model_folder import find_model_folder
 
-    model_folder = args.model_folder or find_model_folder(args.dataset)
-    predictor = Predictor(model_folder, folds=args.folds, checkpoint=args.checkpoint, step_size=args.step_size,
-                          use_mirroring=not args.disable_tta, sw_batch_size=args.sw_batch_size,
-                          device=args.device, progress=not args.disable_progress_bar)
-    print(f"model {model_folder}, folds {predictor.folds}, device {predictor.device}, "
-          f"TTA {'on' if predictor.mirror_axes else 'off'}")
-    session = _predict_extras.prepare(args, predictor)
-    written = predict_folder(predictor, session.input_folder, args.output, save_probabilities=args.save_probabilities,
-                             continue_prediction=args.continue_prediction, num_parts=args.num_parts,
-                             part_id=args.part_id, read_ahead=args.read_ahead,
-                             progress=not args.disable_progress_bar, quality=session.quality)
-    _predict_extras.finish(args, predictor, session)
+    source = args.model_folder or find_model_folder(args.dataset)
+    with opened_model(source) as model_folder:
+        checkpoint = args.checkpoint or _zip_checkpoint(model_folder)
+        predictor = Predictor(model_folder, folds=args.folds, checkpoint=checkpoint, step_size=args.step_size,
+                              use_mirroring=not args.disable_tta, sw_batch_size=args.sw_batch_size,
+                              device=args.device, progress=not args.disable_progress_bar, backend=args.backend)
+        print(f"model {source}, folds {predictor.folds}, backend {predictor.backend}, device {predictor.device}, "
+              f"TTA {'on' if predictor.mirror_axes else 'off'}")
+        session = _predict_extras.prepare(args, predictor)
+        written = predict_folder(predictor, session.input_folder, args.output,
+                                 save_probabilities=args.save_probabilities,
+                                 continue_prediction=args.continue_prediction, num_parts=args.num_parts,
+                                 part_id=args.part_id, read_ahead=args.read_ahead,
+                                 progress=not args.disable_progress_bar, quality=session.quality)
+        _predict_extras.finish(args, predictor, session)
     print(f"wrote {len(written)} prediction(s) to {args.output}")
     return 0
+
+
+def _zip_checkpoint(model_folder: Path) -> str:
+    """The checkpoint an exported model was made with (its manifest's), else ``final``."""
+    from segformer3d_auto.atomic import read_json
+    from segformer3d_auto.inference.model_archive import MANIFEST
+
+    manifest = model_folder / MANIFEST
+    return str(read_json(manifest).get("checkpoint", "final")) if manifest.is_file() else "final"
 
 
 if __name__ == "__main__":

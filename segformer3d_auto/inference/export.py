@@ -15,17 +15,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from segformer3d_auto.atomic import atomic_path
 from segformer3d_auto.dataset.image_io import file_ending, write_segmentation
 from segformer3d_auto.dataset.labels import LabelManager
-from segformer3d_auto.planners.planner import CONFIGURATION
+from segformer3d_auto.planners import CONFIGURATION
 from segformer3d_auto.preprocessing.cropping import uncrop
 from segformer3d_auto.preprocessing.resampling import resample, resampling_settings
+
+if TYPE_CHECKING:
+    import torch
 
 _REQUIRED_PROPERTIES = ("shape_before_cropping", "bbox_used_for_cropping",
                         "shape_after_cropping_and_before_resampling", "spacing_transposed")
@@ -133,9 +135,11 @@ def probability_file(output_file: str | Path) -> Path:
 
 def _channel_to_numpy(probabilities: torch.Tensor | np.ndarray, head: int) -> np.ndarray:
     """One head as a float32 numpy array on the CPU (may share memory with ``probabilities``: read only)."""
-    if isinstance(probabilities, torch.Tensor):
-        return probabilities[head].detach().to(device="cpu", dtype=torch.float32).numpy()
-    return np.asarray(probabilities[head], dtype=np.float32)
+    if isinstance(probabilities, np.ndarray):
+        return np.asarray(probabilities[head], dtype=np.float32)
+    import torch  # a tensor came in, so torch is installed and imported already
+
+    return probabilities[head].detach().to(device="cpu", dtype=torch.float32).numpy()
 
 
 def _label_dtype(label_manager: LabelManager) -> np.dtype:

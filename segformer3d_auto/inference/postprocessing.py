@@ -27,12 +27,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice, get_bbox_from_mask
-from acvl_utils.morphology.morphology_helper import remove_all_but_largest_component
 
 from segformer3d_auto.atomic import read_user_json
 from segformer3d_auto.dataset.labels import LabelManager, class_key, region_or_label_to_mask
 from segformer3d_auto.errors import InputError
+from segformer3d_auto.preprocessing.bounding_boxes import (
+    bounding_box_to_slice,
+    get_bbox_from_mask,
+    remove_all_but_largest_component,
+)
 
 FOREGROUND = "keep_largest_foreground"
 PER_CLASS = "keep_largest_per_class"

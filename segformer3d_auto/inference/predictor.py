@@ -7,19 +7,21 @@ probabilities, export back to the input's geometry and apply ``crossval/postproc
 Devices: on CUDA the sliding-window accumulator lives on the GPU in float16 under autocast; when the GPU runs out
 of memory the image is redone with the network on the GPU and the accumulator in float32 on the CPU. On the CPU
 everything is float32 and memory stays near a few copies of the image (see ``export``).
+
+Engines (``backend``): ``torch`` runs the folds' checkpoints; ``onnxruntime`` and ``openvino`` run the folds'
+ONNX networks (``fold_N/checkpoint_*.onnx`` from ``sf3d_export_model``) on the CPU, with the very same
+preprocessing, sliding window, mirroring, ensembling and export, in numpy: that path never imports torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from segformer3d_auto.atomic import read_json
-from segformer3d_auto.checkpoint import load_network_weights
 from segformer3d_auto.dataset.dataset_json import load_dataset_json
 from segformer3d_auto.dataset.image_io import read_images
 from segformer3d_auto.dataset.labels import LabelManager
@@ -27,10 +29,12 @@ from segformer3d_auto.errors import InputError
 from segformer3d_auto.inference.export import export_prediction, write_prediction
 from segformer3d_auto.inference.postprocessing import apply_postprocessing, load_postprocessing
 from segformer3d_auto.inference.sliding_window import sliding_window_predict
-from segformer3d_auto.model import create_model
-from segformer3d_auto.model_folder import available_folds, checkpoint_file, postprocessing_file
-from segformer3d_auto.planners.planner import CONFIGURATION
+from segformer3d_auto.model_folder import available_folds, checkpoint_file, onnx_file, postprocessing_file
+from segformer3d_auto.planners import CONFIGURATION
 from segformer3d_auto.preprocessing.case_preprocessor import preprocess_case
+
+if TYPE_CHECKING:
+    import torch
 
 _SLAB = 16  # z-slices per step when turning logits into probabilities: bounded temporaries in float32
 
@@ -48,9 +52,13 @@ class Predictor:
         device: ``"cpu"``, ``"cuda"``, ``"mps"`` or a torch device; None picks CUDA when available.
         progress: show progress bars.
         configuration: configuration of the plans to use.
+        backend: ``torch``, ``onnxruntime`` or ``openvino``; None picks the default of
+            ``engines.default_backend`` (the fastest installed ONNX engine on a CPU when the model has ONNX
+            networks, else torch).
 
     Raises:
-        InputError: the folder lacks plans.json or dataset.json, a fold or checkpoint is missing or unreadable.
+        InputError: the folder lacks plans.json or dataset.json, a fold or checkpoint is missing or unreadable,
+            or the backend is not installed or has no network file.
         ValueError: an argument is out of range.
     """
 
@@ -65,11 +73,14 @@ class Predictor:
         device: str | torch.device | None = None,
         progress: bool = False,
         configuration: str = CONFIGURATION,
+        backend: str | None = None,
     ) -> None:
         if not 0 < step_size <= 1:
             raise ValueError(f"step_size must be in (0, 1], got {step_size}")
         if sw_batch_size < 1:
             raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
+        from segformer3d_auto.inference import engines
+
         self.model_folder = Path(model_folder)
         plans_file = self.model_folder / "plans.json"
         if not plans_file.is_file():
@@ -87,6 +98,41 @@ class Predictor:
         self.folds = list(available_folds(self.model_folder) if folds is None else folds)
         if not self.folds:
             raise InputError(f"{self.model_folder}: no fold_N folders with trained checkpoints")
+        if backend is not None and backend not in engines.BACKENDS:
+            raise ValueError(f"backend must be one of {engines.BACKENDS}, got {backend!r}")
+        onnx_files = [onnx_file(self.model_folder, f, checkpoint) for f in self.folds]
+        device_type = None if device is None else str(device).split(":")[0]
+        if backend is None:
+            backend = engines.default_backend(all(p.is_file() for p in onnx_files), device_type)
+        engines.check_installed(backend)
+        self.backend = backend
+        self.fold_weights: list[dict] = []
+        self.fold_networks: list[Any] = []
+        if backend == "torch":
+            self._load_torch_folds(checkpoint, device)
+        else:
+            if device_type not in (None, "cpu"):
+                raise InputError(f"device {device}: the {backend} backend runs on the CPU (use --backend torch)")
+            self.device = "cpu"
+            for path in onnx_files:
+                if not path.is_file():
+                    raise InputError(f"{path}: no ONNX network for the {backend} backend (export the model with "
+                                     "sf3d_export_model, without --no-onnx, or use --backend torch)")
+                self.fold_networks.append(engines.load_onnx_network(path, backend))
+        self.patch_size = [int(p) for p in self.plan["patch_size"]]
+        self.step_size = float(step_size)
+        self.mirror_axes = tuple(self.plan.get("mirror_axes", (0, 1, 2))) if use_mirroring else None
+        self.sw_batch_size = int(sw_batch_size)
+        self.progress = progress
+        self.postprocessing = self._load_postprocessing()
+        self.fold_observer: Any = None
+        """Called with (fold index, that fold's probabilities on the network grid) before they are averaged."""
+
+    def _load_torch_folds(self, checkpoint: str, device: str | torch.device | None) -> None:
+        """Load every fold's weights and the planned network onto the device (the torch backend)."""
+        from segformer3d_auto.checkpoint import load_network_weights
+        from segformer3d_auto.model import create_model
+
         self.fold_weights = [load_network_weights(checkpoint_file(self.model_folder, f, checkpoint))
                              for f in self.folds]
         self.device = _pick_device(device)
@@ -100,21 +146,20 @@ class Predictor:
                 raise InputError(f"{path}: weights do not fit the planned network ({str(e).splitlines()[0]})") \
                     from None
         self.network.eval().to(self.device)
-        self.patch_size = [int(p) for p in self.plan["patch_size"]]
-        self.step_size = float(step_size)
-        self.mirror_axes = tuple(self.plan.get("mirror_axes", (0, 1, 2))) if use_mirroring else None
-        self.sw_batch_size = int(sw_batch_size)
-        self.progress = progress
-        self.postprocessing = self._load_postprocessing()
-        self.fold_observer: Any = None
-        """Called with (fold index, that fold's probabilities on the network grid) before they are averaged."""
 
-    def predict_probabilities(self, data: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def predict_probabilities(self, data: np.ndarray | torch.Tensor) -> torch.Tensor | np.ndarray:
         """Fold-averaged probabilities ``(heads, z, y, x)`` of a preprocessed image ``(c, z, y, x)``.
 
         Softmax over the heads for labels, a sigmoid per head for regions; returned on the CPU in float32, or
-        on the GPU in float16 when the prediction ran there.
+        on the GPU in float16 when the prediction ran there; a float32 numpy array with an ONNX backend.
         """
+        if self.backend != "torch":
+            data = np.asarray(data, dtype=np.float32)
+            if data.ndim != 4 or data.shape[0] != self.num_input_channels:
+                raise ValueError(f"data must be ({self.num_input_channels}, z, y, x), got {tuple(data.shape)}")
+            return self._ensemble_onnx(data)
+        import torch
+
         data = torch.as_tensor(np.asarray(data, dtype=np.float32) if isinstance(data, np.ndarray) else data)
         if data.ndim != 4 or data.shape[0] != self.num_input_channels:
             raise ValueError(f"data must be ({self.num_input_channels}, z, y, x), got {tuple(data.shape)}")
@@ -186,6 +231,26 @@ class Predictor:
         write_prediction(seg, props, output_file, probs)
         return Path(output_file)
 
+    def _ensemble_onnx(self, data: np.ndarray) -> np.ndarray:
+        """Mean over the folds of each fold's probabilities, with the ONNX networks, in numpy."""
+        total = None
+        for index, network in enumerate(self.fold_networks):
+            logits = sliding_window_predict(
+                network, data, self.patch_size, self.label_manager.num_segmentation_heads,
+                step_size=self.step_size, mirror_axes=self.mirror_axes, sw_batch_size=self.sw_batch_size,
+                progress=self.progress)
+            probabilities = logits_to_probabilities_(logits, self.label_manager.has_regions)
+            if self.fold_observer is not None:
+                self.fold_observer(index, probabilities)
+            if total is None:
+                total = probabilities
+            else:
+                total += probabilities
+                del probabilities
+        if len(self.fold_networks) > 1:
+            total /= len(self.fold_networks)
+        return total
+
     def _ensemble(self, data: torch.Tensor, on_device: bool) -> torch.Tensor:
         """Mean over the folds of each fold's probabilities."""
         total = None
@@ -205,6 +270,8 @@ class Predictor:
 
     def _fold_probabilities(self, data: torch.Tensor, on_device: bool) -> torch.Tensor:
         """One fold's probabilities, computed in place in the sliding window's accumulator."""
+        import torch
+
         network: Any = self.network
         accumulate_device, dtype = self.device, torch.float32
         if self.device.type == "cuda":
@@ -227,8 +294,25 @@ class Predictor:
         return load_postprocessing(path, self.label_manager)
 
 
-def logits_to_probabilities_(logits: torch.Tensor, regions: bool) -> torch.Tensor:
-    """Softmax over axis 0 (labels) or sigmoid (regions), in place, slab by slab in float32; returns ``logits``."""
+def logits_to_probabilities_(logits: torch.Tensor | np.ndarray, regions: bool) -> torch.Tensor | np.ndarray:
+    """Softmax over axis 0 (labels) or sigmoid (regions), in place, slab by slab in float32; returns ``logits``.
+
+    A numpy array (float32) is computed in numpy, a tensor in torch.
+    """
+    if isinstance(logits, np.ndarray):
+        from scipy.special import expit
+
+        for start in range(0, logits.shape[1], _SLAB):
+            slab = logits[:, start:start + _SLAB]
+            if regions:
+                expit(slab, out=slab)
+            else:
+                slab -= slab.max(axis=0, keepdims=True)
+                np.exp(slab, out=slab)
+                slab /= slab.sum(axis=0, keepdims=True)
+        return logits
+    import torch
+
     with torch.inference_mode():
         for start in range(0, logits.shape[1], _SLAB):
             slab = logits[:, start:start + _SLAB]
@@ -250,6 +334,8 @@ class _NetworkOnDevice:
 
 def _pick_device(device: str | torch.device | None) -> torch.device:
     """The torch device to predict on; CUDA when available if none is named."""
+    import torch
+
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)

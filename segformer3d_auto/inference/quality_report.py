@@ -238,7 +238,8 @@ class QualityRecorder:
             if index == 0:  # a new pass (the predictor redoes all folds after running out of GPU memory)
                 fold_maps.clear()
                 total.clear()
-            array = probabilities.cpu().float().numpy()
+            array = np.asarray(probabilities, dtype=np.float32) if isinstance(probabilities, np.ndarray) \
+                else probabilities.cpu().float().numpy()  # numpy from the ONNX backends, torch otherwise
             fold_maps.append(qm.fold_label_maps(array, regions))
             if total:
                 total[0] += array

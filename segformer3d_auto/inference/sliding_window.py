@@ -6,26 +6,32 @@ less context near a patch border and is less reliable there. Optional mirror tes
 the network's logits over all flips of the chosen axes. The result is the weighted mean of LOGITS; turning
 them into probabilities and averaging folds is the predictor's job.
 
-Everything here is plain torch and runs on any device; nothing needs a GPU.
+One implementation for two array types: a torch tensor ``data`` runs in torch on any device (nothing needs a
+GPU); a numpy ``data`` runs in numpy with a network that maps numpy batches to numpy logits (an ONNX engine),
+without importing torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    import torch
 
 
 def compute_gaussian(
     patch_size: Sequence[int],
     sigma_scale: float = 1.0 / 8,
     value_scaling_factor: float = 10.0,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Importance map of one window: a Gaussian centred on the patch, peak ``value_scaling_factor``.
@@ -41,9 +47,11 @@ def compute_gaussian(
         patch_size: window size per spatial axis.
         sigma_scale: standard deviation as a fraction of the patch size.
         value_scaling_factor: value at the centre.
-        dtype: dtype of the map.
+        dtype: torch dtype of the map (float32 when None).
         device: device of the map.
     """
+    import torch
+
     patch_size = tuple(int(p) for p in patch_size)
     if not patch_size or any(p < 1 for p in patch_size):
         raise ValueError(f"patch_size must be positive integers, got {patch_size}")
@@ -51,7 +59,41 @@ def compute_gaussian(
         raise ValueError(
             f"sigma_scale and value_scaling_factor must be > 0, got {sigma_scale} and {value_scaling_factor}"
         )
+    dtype = torch.float32 if dtype is None else dtype
     return _gaussian(patch_size, float(sigma_scale), float(value_scaling_factor), dtype, torch.device(device))
+
+
+def compute_gaussian_numpy(patch_size: Sequence[int], sigma_scale: float = 1.0 / 8,
+                           value_scaling_factor: float = 10.0) -> np.ndarray:
+    """:func:`compute_gaussian` in float32 as a numpy array (the same values), for the torch-free path."""
+    patch_size = tuple(int(p) for p in patch_size)
+    if not patch_size or any(p < 1 for p in patch_size):
+        raise ValueError(f"patch_size must be positive integers, got {patch_size}")
+    if not sigma_scale > 0 or not value_scaling_factor > 0:
+        raise ValueError(
+            f"sigma_scale and value_scaling_factor must be > 0, got {sigma_scale} and {value_scaling_factor}"
+        )
+    return _gaussian_numpy(patch_size, float(sigma_scale), float(value_scaling_factor))
+
+
+@functools.lru_cache(maxsize=4)
+def _gaussian_float64(patch_size: tuple[int, ...], sigma_scale: float, value_scaling_factor: float) -> np.ndarray:
+    gaussian = np.ones((), dtype=np.float64)
+    for size in patch_size:
+        # the peak sits on voxel size // 2, the voxel the network's receptive field is best centred on
+        offsets = np.arange(size, dtype=np.float64) - size // 2
+        sigma = size * sigma_scale
+        profile = np.exp(-0.5 * (offsets / sigma) ** 2)
+        gaussian = gaussian[..., None] * profile
+    return gaussian / gaussian.max() * value_scaling_factor
+
+
+@functools.lru_cache(maxsize=4)
+def _gaussian_numpy(patch_size: tuple[int, ...], sigma_scale: float, value_scaling_factor: float) -> np.ndarray:
+    gaussian = _gaussian_float64(patch_size, sigma_scale, value_scaling_factor).astype(np.float32)
+    gaussian = np.maximum(gaussian, np.finfo(np.float32).tiny)
+    gaussian.flags.writeable = False
+    return gaussian
 
 
 @functools.lru_cache(maxsize=4)
@@ -59,14 +101,9 @@ def _gaussian(
     patch_size: tuple[int, ...], sigma_scale: float, value_scaling_factor: float, dtype: torch.dtype,
     device: torch.device,
 ) -> torch.Tensor:
-    gaussian = torch.ones((), dtype=torch.float64)
-    for size in patch_size:
-        # the peak sits on voxel size // 2, the voxel the network's receptive field is best centred on
-        offsets = torch.arange(size, dtype=torch.float64) - size // 2
-        sigma = size * sigma_scale
-        profile = torch.exp(-0.5 * (offsets / sigma) ** 2)
-        gaussian = gaussian[..., None] * profile
-    gaussian = (gaussian / gaussian.max() * value_scaling_factor).to(dtype)
+    import torch
+
+    gaussian = torch.from_numpy(_gaussian_float64(patch_size, sigma_scale, value_scaling_factor)).to(dtype)
     # zeros and subnormals (fp16 tails) become the smallest normal number: weight stays > 0 everywhere and a
     # lone window's tail keeps full precision when logits are multiplied by it and divided again
     return gaussian.clamp_(min=torch.finfo(dtype).tiny).to(device)
@@ -106,8 +143,10 @@ def compute_steps(image_size: Sequence[int], patch_size: Sequence[int], step_siz
     return steps
 
 
-def pad_to_patch(data: torch.Tensor, patch_size: Sequence[int]) -> tuple[torch.Tensor, tuple[slice, ...]]:
-    """Pad the spatial axes of ``data`` (c, z, y, x) with zeros to at least ``patch_size``, centred.
+def pad_to_patch(data: Any, patch_size: Sequence[int]) -> tuple[Any, tuple[slice, ...]]:
+    """Pad the spatial axes of ``data`` (c, z, y, x, a tensor or numpy array) with zeros to at least ``patch_size``.
+
+    The padding is centred.
 
     Returns:
         The padded tensor (``data`` itself when no axis needs padding) and the slicer that cuts the original
@@ -124,14 +163,18 @@ def pad_to_patch(data: torch.Tensor, patch_size: Sequence[int]) -> tuple[torch.T
     slicer = (slice(None),) + tuple(slice(b, b + s) for b, s in zip(before, spatial))
     if not any(before) and not any(after):
         return data, slicer
+    if isinstance(data, np.ndarray):
+        return np.pad(data, [(0, 0)] + list(zip(before, after))), slicer
+    import torch.nn.functional as F
+
     # F.pad takes (last axis before, last axis after, second-to-last before, ...)
     pads = [n for b, a in zip(reversed(before), reversed(after)) for n in (b, a)]
     return F.pad(data, pads, mode="constant", value=0.0), slicer
 
 
 def sliding_window_predict(
-    network: Callable[[torch.Tensor], torch.Tensor],
-    data: torch.Tensor,
+    network: Callable[[Any], Any],
+    data: torch.Tensor | np.ndarray,
     patch_size: Sequence[int],
     num_outputs: int,
     step_size: float = 0.5,
@@ -139,16 +182,17 @@ def sliding_window_predict(
     sw_batch_size: int = 1,
     use_gaussian: bool = True,
     device: torch.device | str = "cpu",
-    accumulate_dtype: torch.dtype = torch.float32,
+    accumulate_dtype: torch.dtype | None = None,
     progress: bool = False,
-) -> torch.Tensor:
+) -> torch.Tensor | np.ndarray:
     """Logits of a whole image, the (Gaussian-)weighted mean of the network's logits over overlapping windows.
 
     Args:
-        network: maps a batch (b, c, *patch_size) to logits (b, num_outputs, *patch_size); already on
-            ``device`` and in eval mode. It is called under ``torch.inference_mode()``; wrap this call in
-            ``torch.autocast`` for mixed precision.
-        data: preprocessed image (c, z, y, x), on any device; only window-sized pieces move to ``device``.
+        network: maps a batch (b, c, *patch_size) to logits (b, num_outputs, *patch_size): torch tensors on
+            ``device`` for a tensor ``data`` (called under ``torch.inference_mode()``; wrap this call in
+            ``torch.autocast`` for mixed precision), float32 numpy arrays for a numpy ``data``.
+        data: preprocessed image (c, z, y, x); a tensor on any device (only window-sized pieces move to
+            ``device``), or a numpy array, which runs the whole window in numpy without torch.
         patch_size: window size (z, y, x), the network's input size.
         num_outputs: number of output channels of the network.
         step_size: distance between window starts as a fraction of the patch size, in (0, 1].
@@ -156,80 +200,154 @@ def sliding_window_predict(
             logits are averaged over all 2**len(mirror_axes) flip combinations. None or () disables it.
         sw_batch_size: number of windows per network call.
         use_gaussian: weight each window with :func:`compute_gaussian` instead of uniformly.
-        device: where the network runs and the result is accumulated.
-        accumulate_dtype: dtype of the accumulator and of the result; float16 halves the memory on CUDA,
-            float32 is the choice on CPU.
+        device: where the network runs and the result is accumulated (torch only).
+        accumulate_dtype: torch dtype of the accumulator and of the result (float32 when None); float16 halves
+            the memory on CUDA, float32 is the choice on CPU. The numpy path always accumulates in float32.
         progress: show a progress bar over the windows.
 
     Returns:
-        Logits (num_outputs, z, y, x) of the unpadded image, on ``device``, in ``accumulate_dtype``.
+        Logits (num_outputs, z, y, x) of the unpadded image: on ``device`` in ``accumulate_dtype`` for a tensor
+        ``data``, float32 numpy for a numpy ``data``.
     """
-    device = torch.device(device)
     patch_size = tuple(int(p) for p in patch_size)
     axes = _check_arguments(data, patch_size, num_outputs, step_size, mirror_axes, sw_batch_size)
+    ops = _NumpyOps() if isinstance(data, np.ndarray) else _TorchOps(device, accumulate_dtype)
     padded, slicer = pad_to_patch(data, patch_size)
     spatial = tuple(padded.shape[1:])
     windows = [
         tuple(slice(start, start + p) for start, p in zip(starts, patch_size))
         for starts in itertools.product(*compute_steps(spatial, patch_size, step_size))
     ]
-    weight_acc = (
-        compute_gaussian(patch_size, dtype=accumulate_dtype, device=device)
-        if use_gaussian
-        else torch.ones(patch_size, dtype=accumulate_dtype, device=device)
-    )
-    weight = weight_acc.float()  # the very same weights, for multiplying the float32 logits
-    logits = torch.zeros((num_outputs, *spatial), dtype=accumulate_dtype, device=device)
-    weight_sum = torch.zeros(spatial, dtype=accumulate_dtype, device=device)
+    weight_acc, weight = ops.weights(patch_size, use_gaussian)  # the same values, accumulator and float32 dtype
+    logits = ops.zeros((num_outputs, *spatial))
+    weight_sum = ops.zeros(spatial)
     # tensor dims of every flip combination of the mirror axes, the identity () first
     flips = [tuple(2 + a for a in c) for n in range(len(axes) + 1) for c in itertools.combinations(axes, n)]
     bar = tqdm(total=len(windows), desc="sliding window", unit="window", leave=False, disable=not progress)
-    with torch.inference_mode():
+    with ops.no_grad():
         for first in range(0, len(windows), sw_batch_size):
             batch_windows = windows[first:first + sw_batch_size]
-            batch = torch.stack([padded[(slice(None), *w)] for w in batch_windows]).to(device)
-            prediction = _mirrored_prediction(network, batch, flips, num_outputs, patch_size)
+            batch = ops.stack([padded[(slice(None), *w)] for w in batch_windows])
+            prediction = _mirrored_prediction(network, batch, flips, num_outputs, patch_size, ops)
             prediction *= weight
             for window, window_logits in zip(batch_windows, prediction):
-                logits[(slice(None), *window)] += window_logits.to(accumulate_dtype)
+                logits[(slice(None), *window)] += ops.to_accumulator(window_logits)
                 weight_sum[window] += weight_acc
             bar.update(len(batch_windows))
         bar.close()
         logits /= weight_sum
-        if not (torch.isfinite(logits.amax()) and torch.isfinite(logits.amin())):
+        if not ops.finite(logits):
             raise RuntimeError(
-                f"sliding-window logits are not finite (accumulated in {accumulate_dtype}); the network "
+                f"sliding-window logits are not finite (accumulated in {ops.dtype}); the network "
                 "output NaN/inf or the accumulator overflowed: try accumulate_dtype=torch.float32"
             )
     return logits[slicer]
 
 
 def _mirrored_prediction(
-    network: Callable[[torch.Tensor], torch.Tensor],
-    batch: torch.Tensor,
+    network: Callable[[Any], Any],
+    batch: Any,
     flips: list[tuple[int, ...]],
     num_outputs: int,
     patch_size: tuple[int, ...],
-) -> torch.Tensor:
+    ops: _TorchOps | _NumpyOps,
+) -> Any:
     """Mean over ``flips`` of the network's logits for the flipped batch, flipped back (float32)."""
     total = None
     for dims in flips:
-        out = network(torch.flip(batch, dims) if dims else batch)
+        out = network(ops.flip(batch, dims) if dims else batch)
         expected = (batch.shape[0], num_outputs, *patch_size)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
-            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if not ops.is_array(out) or tuple(out.shape) != expected:
+            got = tuple(out.shape) if ops.is_array(out) else type(out).__name__
             raise ValueError(f"network must return logits of shape {expected} for this batch, got {got}")
-        out = out.float()
+        out = ops.float32(out)
         if dims:
-            out = torch.flip(out, dims)
-        total = out if total is None else total.add_(out)
+            out = ops.flip(out, dims)
+        if total is None:
+            total = out
+        else:
+            total += out
     if len(flips) > 1:
         total /= len(flips)
     return total
 
 
+class _TorchOps:
+    """The array operations of the sliding window, for torch tensors on a device."""
+
+    def __init__(self, device: torch.device | str, dtype: torch.dtype | None) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = torch.device(device)
+        self.dtype = torch.float32 if dtype is None else dtype
+
+    def weights(self, patch_size: tuple[int, ...], use_gaussian: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        acc = (compute_gaussian(patch_size, dtype=self.dtype, device=self.device) if use_gaussian
+               else self.torch.ones(patch_size, dtype=self.dtype, device=self.device))
+        return acc, acc.float()
+
+    def zeros(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return self.torch.zeros(shape, dtype=self.dtype, device=self.device)
+
+    def no_grad(self) -> Any:
+        return self.torch.inference_mode()
+
+    def stack(self, pieces: list[torch.Tensor]) -> torch.Tensor:
+        return self.torch.stack(pieces).to(self.device)
+
+    def flip(self, x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+        return self.torch.flip(x, dims)
+
+    def is_array(self, x: Any) -> bool:
+        return isinstance(x, self.torch.Tensor)
+
+    def float32(self, x: torch.Tensor) -> torch.Tensor:
+        return x.float()
+
+    def to_accumulator(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.dtype)
+
+    def finite(self, x: torch.Tensor) -> bool:
+        return bool(self.torch.isfinite(x.amax()) and self.torch.isfinite(x.amin()))
+
+
+class _NumpyOps:
+    """The array operations of the sliding window, for numpy arrays (float32), without torch."""
+
+    dtype = np.float32
+
+    def weights(self, patch_size: tuple[int, ...], use_gaussian: bool) -> tuple[np.ndarray, np.ndarray]:
+        acc = compute_gaussian_numpy(patch_size) if use_gaussian else np.ones(patch_size, dtype=np.float32)
+        return acc, acc
+
+    def zeros(self, shape: tuple[int, ...]) -> np.ndarray:
+        return np.zeros(shape, dtype=np.float32)
+
+    def no_grad(self) -> Any:
+        return contextlib.nullcontext()
+
+    def stack(self, pieces: list[np.ndarray]) -> np.ndarray:
+        return np.stack(pieces).astype(np.float32, copy=False)
+
+    def flip(self, x: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
+        return np.ascontiguousarray(np.flip(x, dims))
+
+    def is_array(self, x: Any) -> bool:
+        return isinstance(x, np.ndarray)
+
+    def float32(self, x: np.ndarray) -> np.ndarray:
+        return x.astype(np.float32, copy=False)
+
+    def to_accumulator(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def finite(self, x: np.ndarray) -> bool:
+        return bool(np.isfinite(x.max()) and np.isfinite(x.min()))
+
+
 def _check_arguments(
-    data: torch.Tensor,
+    data: torch.Tensor | np.ndarray,
     patch_size: tuple[int, ...],
     num_outputs: int,
     step_size: float,

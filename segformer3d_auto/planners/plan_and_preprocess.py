@@ -31,14 +31,25 @@ def plan_and_preprocess(
     model: str = "segformer3d_b0",
     clean: bool = False,
     preprocess: bool = True,
+    num_parts: int = 1,
+    part_id: int = 0,
 ) -> str:
     """Run the first stage for ``dataset`` (ID or name); returns a short human-readable report.
 
+    With ``num_parts`` > 1 only the preprocessing of the cases ``part_id::num_parts`` (sorted) runs, with the
+    plans an earlier run wrote (``preprocess=False`` makes one: check, fingerprint, plan and splits stay one
+    step), so that the parts can run at the same time, e.g. as an array job on a cluster.
+
     Raises:
-        InputError: for an unknown dataset or any problem of the raw data (all problems, one line each).
+        InputError: for an unknown dataset or any problem of the raw data (all problems, one line each), or a
+            part whose dataset has no plans yet.
     """
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise ValueError(f"need num_parts >= 1 and 0 <= part_id < num_parts, got {num_parts} and {part_id}")
     start = time.perf_counter()
     name = resolve_dataset_name(dataset, roots=[raw_root()])
+    if num_parts > 1:
+        return _preprocess_part(name, num_parts, part_id, num_processes, start)
     raw = raw_root() / name
     dataset_json_file = raw / "dataset.json"
     if not dataset_json_file.exists():
@@ -101,6 +112,24 @@ def plan_and_preprocess(
     lines.append("  time: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items())
                  + f", total {time.perf_counter() - start:.1f} s")
     return "\n".join(lines)
+
+
+def _preprocess_part(name: str, num_parts: int, part_id: int, num_processes: int, start: float) -> str:
+    """Preprocess one part of the cases of a planned dataset (see :func:`plan_and_preprocess`)."""
+    out = preprocessed_root() / name
+    for required in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
+        if not (out / required).is_file():
+            raise InputError(f"{out / required}: missing; plan the dataset once before its parts "
+                             f"(sf3d_plan_and_preprocess -d {name} --no-preprocess)")
+    plans, dataset_json = read_json(out / "plans.json"), read_json(out / "dataset.json")
+    cases = list_training_cases(raw_root() / name, dataset_json)
+    part = sorted(cases, key=lambda c: c.identifier)[part_id::num_parts]
+    with CaseMap(num_processes) as pool:
+        done = preprocess_dataset(part, plans, dataset_json, out / CONFIGURATION, pool.bind("preprocess"))
+    _copy_ground_truth(part, out / "gt_segmentations", dataset_json["file_ending"])
+    return (f"{name}: part {part_id} of {num_parts}: {len(part)} of {len(cases)} cases -> {out}\n"
+            f"  preprocessed {len(done)} cases now ({len(part) - len(done)} were done already), "
+            f"{time.perf_counter() - start:.1f} s")
 
 
 def _copy_ground_truth(cases, folder: Path, file_ending: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from segformer3d_auto.dataset.labels import LabelManager
+from segformer3d_auto.planners import CONFIGURATION
 from segformer3d_auto.planners.memory import GIB, MemoryEstimate, estimate_training_memory
 from segformer3d_auto.planners.topology import Topology, plan_topology
 from segformer3d_auto.preprocessing.normalization import scheme_for_channel_name
@@ -23,7 +24,6 @@ from segformer3d_auto.preprocessing.resampling import ANISOTROPY_THRESHOLD, RESA
 INITIAL_PATCH_VOXELS = 256**3
 MAX_DATASET_COVERED = 0.05
 MIN_BATCH_SIZE = 2
-CONFIGURATION = "3d_fullres"
 
 
 def target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> list[float]:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from segformer3d_auto.dataset.labels import class_key, region_or_label_to_mask
-from segformer3d_auto.planners.planner import CONFIGURATION
+from segformer3d_auto.planners import CONFIGURATION
 from segformer3d_auto.preprocessing.cropping import crop_to_nonzero
 from segformer3d_auto.preprocessing.normalization import normalize
 from segformer3d_auto.preprocessing.resampling import compute_new_shape, resample, resampling_settings

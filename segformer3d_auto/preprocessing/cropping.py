@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from acvl_utils.cropping_and_padding.bounding_boxes import (
+from scipy.ndimage import binary_fill_holes
+
+from segformer3d_auto.preprocessing.bounding_boxes import (
     bounding_box_to_slice,
     get_bbox_from_mask,
     insert_crop_into_image,
 )
-from scipy.ndimage import binary_fill_holes
 
 OUTSIDE_LABEL = -1
 """Label given to background voxels outside the nonzero mask."""

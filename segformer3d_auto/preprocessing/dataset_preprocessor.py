@@ -49,11 +49,17 @@ def preprocess_dataset(
     output_folder: Path,
     map_fn: Callable[[Callable[..., Any], Iterable[Any]], Iterable[Any]] | None = None,
 ) -> list[str]:
-    """Preprocess the cases that are not done yet; returns the identifiers processed now."""
+    """Preprocess the cases that are not done yet; returns the identifiers processed now.
+
+    Only the temporaries of ``cases`` are cleaned up, so that parts of one dataset (``--num-parts``) can run at
+    the same time into the same folder.
+    """
     output_folder = Path(output_folder)
     output_folder.mkdir(parents=True, exist_ok=True)
-    for stale in output_folder.glob(".*"):  # temporary files of a killed run (atomic writes start with a dot)
-        stale.unlink()
+    for case in cases:  # temporary files of a killed run: atomic writes go to ".{name}.XXXX" beside the file
+        for suffix in (".npy", "_seg.npy", ".json"):
+            for stale in output_folder.glob(f".{case.identifier}{suffix}.*"):
+                stale.unlink(missing_ok=True)
     todo = [c for c in cases if not case_is_done(output_folder, c.identifier)]
     jobs = [(c, plans, dataset_json, output_folder) for c in todo]
     return list((map_fn or map)(_preprocess_star, jobs))

@@ -5,14 +5,23 @@ All three orders use the pixel-centre convention of ``torch.nn.functional.interp
 ``(j + 0.5) * n_in / n_out - 0.5``, and samples beyond the border repeat the edge voxel. The weights are written
 out here (rather than left to ``interpolate``) so that a volume can be resampled one slab of output slices at a
 time along its first axis with exactly the result of resampling it whole.
+
+The resizes take torch tensors or numpy arrays and compute in the same library: the same banded matrix
+products, in torch (as measured fastest by ``benchmarks/resampling.py``) or in numpy for the prediction runtime
+without torch. :func:`loaded_torch` is how callers choose: torch when the process has imported it already.
 """
 
 from __future__ import annotations
 
+import sys
 from functools import lru_cache
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 SUPPORTED_ORDERS = (0, 1, 3)
 """Interpolation orders: 0 nearest, 1 linear, 3 cubic convolution (Keys, a = -0.5: Catmull-Rom)."""
@@ -20,6 +29,16 @@ SUPPORTED_ORDERS = (0, 1, 3)
 _CUBIC_A = -0.5
 _BLOCK = 32
 """Output rows per block of a banded matrix product: measured fastest of 16, 32 and 64 on 2 CPU cores."""
+
+
+def loaded_torch() -> ModuleType | None:
+    """The torch module when this process has imported it, else None (then resampling runs in numpy).
+
+    Training, and prediction with the torch backend, have torch loaded and resample in torch as before; the
+    ONNX backends never import it, so prediction without torch installed takes the numpy path, and one with
+    torch installed does not pay for loading it.
+    """
+    return sys.modules.get("torch")
 
 
 def check_order(order: int, name: str = "order") -> None:
@@ -73,61 +92,75 @@ def _cubic_outer(x: np.ndarray) -> np.ndarray:
     return ((_CUBIC_A * x - 5.0 * _CUBIC_A) * x + 8.0 * _CUBIC_A) * x - 4.0 * _CUBIC_A
 
 
-def axis_matrix(n_in: int, n_out: int, order: int) -> torch.Tensor:
+def axis_matrix_numpy(n_in: int, n_out: int, order: int) -> np.ndarray:
     """The resampling of one axis as a dense ``(n_out, n_in)`` float32 matrix (rows are :func:`axis_taps`)."""
     indices, weights = axis_taps(n_in, n_out, order)
     matrix = np.zeros((n_out, n_in), dtype=np.float32)
     for k in range(indices.shape[1]):
         np.add.at(matrix, (np.arange(n_out), indices[:, k]), weights[:, k])
-    return torch.from_numpy(matrix)
+    return matrix
 
 
-def resize_planes(block: torch.Tensor, size: tuple[int, int], order: int) -> torch.Tensor:
-    """Resize the last two axes of a ``(n, c, p, q)`` tensor to ``size``, each plane on its own.
+def axis_matrix(n_in: int, n_out: int, order: int) -> torch.Tensor:
+    """:func:`axis_matrix_numpy` as a torch tensor."""
+    import torch
+
+    return torch.from_numpy(axis_matrix_numpy(n_in, n_out, order))
+
+
+def resize_planes(block: Any, size: tuple[int, int], order: int) -> Any:
+    """Resize the last two axes of a ``(n, c, p, q)`` tensor or numpy array to ``size``, each plane on its own.
 
     Linear and cubic apply the separable weights of :func:`axis_taps` as banded matrix products (measured faster
     on CPU than ``torch.nn.functional.interpolate``, whose cubic kernel is a = -0.75); nearest gathers indices, so
-    it also works on integer tensors.
+    it also works on integer arrays. The result has the input's type.
     """
     check_order(order)
     (p, q), (big_p, big_q) = block.shape[2:], size
     if (p, q) == (big_p, big_q):
         return block
     if order == 0:
-        rows = torch.from_numpy(axis_taps(p, big_p, 0)[0][:, 0])
-        cols = torch.from_numpy(axis_taps(q, big_q, 0)[0][:, 0])
-        return block.index_select(2, rows).index_select(3, cols)
+        rows, cols = axis_taps(p, big_p, 0)[0][:, 0], axis_taps(q, big_q, 0)[0][:, 0]
+        if isinstance(block, np.ndarray):
+            return np.take(np.take(block, rows, axis=2), cols, axis=3)
+        import torch
+
+        return block.index_select(2, torch.from_numpy(rows)).index_select(3, torch.from_numpy(cols))
     if p * big_q <= big_p * q:  # resample the axis whose pass leaves the smaller intermediate first
         return _along_rows(_along_last(block, big_q, order), big_p, order)
     return _along_last(_along_rows(block, big_p, order), big_q, order)
 
 
-def _along_last(x: torch.Tensor, n_out: int, order: int) -> torch.Tensor:
+def _along_last(x: Any, n_out: int, order: int) -> Any:
     """Resample the last axis with block-banded matrix products."""
     n_in = x.shape[-1]
     if n_in == n_out:
         return x
-    matrix, windows = _banded(n_in, n_out, order)
-    out = x.new_empty(x.shape[:-1] + (n_out,))
+    matrix, windows = _banded(n_in, n_out, order, not isinstance(x, np.ndarray))
+    out = _empty_like(x, tuple(x.shape[:-1]) + (n_out,))
     for j0, j1, i0, i1 in windows:
         out[..., j0:j1] = x[..., i0:i1] @ matrix[j0:j1, i0:i1].T
     return out
 
 
-def _along_rows(x: torch.Tensor, n_out: int, order: int) -> torch.Tensor:
+def _along_rows(x: Any, n_out: int, order: int) -> Any:
     """Resample the second-to-last axis with block-banded matrix products."""
     n_in = x.shape[-2]
     if n_in == n_out:
         return x
-    matrix, windows = _banded(n_in, n_out, order)
-    out = x.new_empty(x.shape[:-2] + (n_out, x.shape[-1]))
+    matrix, windows = _banded(n_in, n_out, order, not isinstance(x, np.ndarray))
+    out = _empty_like(x, tuple(x.shape[:-2]) + (n_out, x.shape[-1]))
     for j0, j1, i0, i1 in windows:
-        out[..., j0:j1, :] = torch.matmul(matrix[j0:j1, i0:i1], x[..., i0:i1, :])
+        out[..., j0:j1, :] = matrix[j0:j1, i0:i1] @ x[..., i0:i1, :]
     return out
 
 
+def _empty_like(x: Any, shape: tuple[int, ...]) -> Any:
+    return np.empty(shape, dtype=x.dtype) if isinstance(x, np.ndarray) else x.new_empty(shape)
+
+
 @lru_cache(maxsize=32)
-def _banded(n_in: int, n_out: int, order: int) -> tuple[torch.Tensor, list[tuple[int, int, int, int]]]:
+def _banded(n_in: int, n_out: int, order: int, as_torch: bool) -> tuple[Any, list[tuple[int, int, int, int]]]:
     """The axis matrix and its blocks: (first row, end row, first input column, end input column).
 
     Cached, because every slab (and every label of a label map) resizes planes of the same size; callers only
@@ -138,24 +171,34 @@ def _banded(n_in: int, n_out: int, order: int) -> tuple[torch.Tensor, list[tuple
     for j0 in range(0, n_out, _BLOCK):
         j1 = min(j0 + _BLOCK, n_out)
         windows.append((j0, j1, int(indices[j0:j1].min()), int(indices[j0:j1].max()) + 1))
-    return axis_matrix(n_in, n_out, order), windows
+    return (axis_matrix if as_torch else axis_matrix_numpy)(n_in, n_out, order), windows
 
 
-def combine_rows(planes: torch.Tensor, positions: np.ndarray, weights: np.ndarray) -> torch.Tensor:
+def combine_rows(planes: Any, positions: np.ndarray, weights: np.ndarray) -> Any:
     """Weighted sums of rows of ``planes`` along its first axis: the first-axis half of a separable resize.
 
     Args:
-        planes: ``(n, ...)`` tensor of already in-plane-resized input slices.
+        planes: ``(n, ...)`` tensor or numpy array of already in-plane-resized input slices.
         positions: ``(rows, taps)`` indices into ``planes``'s first axis.
         weights: ``(rows, taps)`` float32 weights.
 
     Returns:
-        ``(rows, ...)`` tensor; ``out[j] = sum_k weights[j, k] * planes[positions[j, k]]``.
+        ``(rows, ...)`` of ``planes``'s type; ``out[j] = sum_k weights[j, k] * planes[positions[j, k]]``.
     """
+    numpy = isinstance(planes, np.ndarray)
     if positions.shape[1] == 1 and np.all(weights == 1.0):
-        return planes.index_select(0, torch.from_numpy(np.ascontiguousarray(positions[:, 0])))
+        index = np.ascontiguousarray(positions[:, 0])
+        if numpy:
+            return np.take(planes, index, axis=0)
+        import torch
+
+        return planes.index_select(0, torch.from_numpy(index))
     matrix = np.zeros((positions.shape[0], planes.shape[0]), dtype=np.float32)
     for k in range(positions.shape[1]):
         np.add.at(matrix, (np.arange(positions.shape[0]), positions[:, k]), weights[:, k])
     flat = planes.reshape(planes.shape[0], -1)
-    return (torch.from_numpy(matrix) @ flat).reshape((positions.shape[0],) + tuple(planes.shape[1:]))
+    if not numpy:
+        import torch
+
+        matrix = torch.from_numpy(matrix)
+    return (matrix @ flat).reshape((positions.shape[0],) + tuple(planes.shape[1:]))

@@ -10,10 +10,14 @@ Labels are only interpolated in slabs whose input slices contain them, so many s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from segformer3d_auto.preprocessing.interpolation import combine_rows, resize_planes
+
+if TYPE_CHECKING:
+    import torch
 
 _MAX_BINCOUNT_RANGE = 1 << 16
 
@@ -36,6 +40,8 @@ def resample_labels(
         order: in-plane interpolation order of the one-hot masks.
         slab_bytes: memory for float32 intermediates per slab.
     """
+    import torch
+
     indices, weights = taps
     row_bytes = 4 * plane_shape[0] * plane_shape[1]
     if order == 0 and indices.shape[1] == 1:
@@ -75,6 +81,8 @@ def _argmax_labels(
     order: int,
 ) -> torch.Tensor:
     """Label of the largest interpolated one-hot mask for one slab; ``default`` stands for all other labels."""
+    import torch
+
     best_value = best_label = total = None
     for label in labels:
         mask = torch.from_numpy((block == label).astype(np.float32))[:, None]

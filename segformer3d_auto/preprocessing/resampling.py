@@ -19,6 +19,10 @@ What differs, measured by ``benchmarks/resampling.py`` on 2 CPU cores:
   is at least 0.5, so no voxel drops to background at a junction of three labels (``label_resampling``);
 * the work is done in slabs of output slices along the first resampled axis, so memory stays near the size of
   the input plus the output, which matters when exporting large probability maps.
+
+Images and probability maps are resampled in torch when the process has imported torch, else in numpy (the same
+matrix products; see ``interpolation.loaded_torch``), so prediction with an ONNX engine needs no torch.
+Segmentations (training only) always use torch.
 """
 
 from __future__ import annotations
@@ -28,10 +32,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import torch
 
-from segformer3d_auto.preprocessing.interpolation import axis_taps, check_order, combine_rows, resize_planes
-from segformer3d_auto.preprocessing.label_resampling import resample_labels
+from segformer3d_auto.preprocessing.interpolation import (
+    axis_taps,
+    check_order,
+    combine_rows,
+    loaded_torch,
+    resize_planes,
+)
 
 DEFAULT_SLAB_BYTES = 32 * 2**20
 """Bytes of float32 intermediates per slab: measured as fast as larger slabs, and small next to a volume."""
@@ -152,7 +160,8 @@ def resample(
         out: optional array (or writable view, e.g. into a larger array) of shape ``(c, *new_shape)`` to fill
             instead of allocating one.
         slab_bytes: memory for intermediates per slab of output slices.
-        num_threads: torch threads while this runs (restored after), or None to leave torch's setting. One by
+        num_threads: torch threads (when torch does the work) while this runs (restored after), or None to leave
+            torch's setting. One by
             default: resampling runs many short parallel regions, which measured 10x slower with 2 threads than
             with 1 when the other core was busy (as when cases are preprocessed in parallel processes).
 
@@ -178,6 +187,8 @@ def resample(
     taps = axis_taps(moved_in.shape[0], moved_out.shape[0], first_order)
     with _torch_threads(num_threads):
         if is_seg:
+            from segformer3d_auto.preprocessing.label_resampling import resample_labels
+
             resample_labels(moved_in, moved_out, plane_shape, taps, order, slab_bytes)
         else:
             _resample_float(moved_in, moved_out, plane_shape, taps, order, slab_bytes)
@@ -186,7 +197,11 @@ def resample(
 
 @contextmanager
 def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Run the block with ``num_threads`` torch threads, then restore the previous number."""
+    """Run the block with ``num_threads`` torch threads, then restore the previous number (torch loaded only)."""
+    torch = loaded_torch()
+    if torch is None:
+        yield
+        return
     previous = torch.get_num_threads()
     if num_threads is not None and num_threads != previous:
         torch.set_num_threads(num_threads)
@@ -208,22 +223,25 @@ def _resample_float(
     """Fill ``dst`` (rows, c, P, Q) from ``src`` (n, c, p, q), slab by slab along the first axis."""
     indices, weights = taps
     channels = src.shape[1]
+    torch = loaded_torch()
     clip = None
     if order == 3:  # cubic overshoots at edges; clip to each channel's input range as scikit-image does
-        lows = [float(src[:, c].min()) for c in range(channels)]
-        highs = [float(src[:, c].max()) for c in range(channels)]
-        clip = (torch.tensor(lows).view(1, -1, 1, 1), torch.tensor(highs).view(1, -1, 1, 1))
+        lows = np.array([src[:, c].min() for c in range(channels)], dtype=np.float32).reshape(1, -1, 1, 1)
+        highs = np.array([src[:, c].max() for c in range(channels)], dtype=np.float32).reshape(1, -1, 1, 1)
+        clip = (lows, highs) if torch is None else (torch.from_numpy(lows), torch.from_numpy(highs))
     row_bytes = 4 * channels * plane_shape[0] * plane_shape[1]
     step = max(1, slab_bytes // (row_bytes * (indices.shape[1] + 2)))
     for start in range(0, dst.shape[0], step):
         stop = min(start + step, dst.shape[0])
         needed = np.unique(indices[start:stop])
-        block = torch.from_numpy(np.ascontiguousarray(src[needed], dtype=np.float32))
+        block = np.ascontiguousarray(src[needed], dtype=np.float32)
+        if torch is not None:
+            block = torch.from_numpy(block)
         planes = resize_planes(block, plane_shape, order)
         rows = combine_rows(planes, np.searchsorted(needed, indices[start:stop]), weights[start:stop])
         if clip is not None:
-            rows = torch.clamp(rows, clip[0], clip[1])
-        dst[start:stop] = rows.numpy()
+            rows = np.clip(rows, clip[0], clip[1]) if torch is None else torch.clamp(rows, clip[0], clip[1])
+        dst[start:stop] = rows if torch is None else rows.numpy()
 
 
 def _check_arguments(

@@ -31,7 +31,7 @@ def validate_fold(model_folder: str | os.PathLike, fold: int, cases: list[str],
     Returns:
         The evaluation summary when ``world_size`` is 1, else None.
     """
-    predictor = Predictor(model_folder, folds=[fold], checkpoint=FINAL, device=device)
+    predictor = Predictor(model_folder, folds=[fold], checkpoint=FINAL, device=device, backend="torch")
     predictor.postprocessing = None
     ending = dataset_json["file_ending"]
     folder = Path(preprocessed_folder)

@@ -142,3 +142,14 @@ def test_model_folder_errors_name_the_path(tmp_path: Path) -> None:
         Predictor(other)
     with pytest.raises(ValueError, match="step_size"):
         Predictor(_model(tmp_path / "q"), step_size=0)
+
+
+@pytest.mark.parametrize("regions", [False, True])
+def test_probabilities_in_numpy_equal_torch(regions: bool) -> None:
+    """The ONNX backends turn logits into probabilities in numpy: the same softmax / sigmoid as torch."""
+    from segformer3d_auto.inference.predictor import logits_to_probabilities_
+
+    logits = torch.randn(3, 40, 7, 9) * 20  # 40 slices: several slabs; large logits test the stable softmax
+    expected = torch.sigmoid(logits) if regions else torch.softmax(logits, dim=0)
+    got = logits_to_probabilities_(logits.numpy().copy(), regions)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6)

@@ -226,3 +226,31 @@ def test_errors():
 
     with pytest.raises(RuntimeError, match="not finite"):
         sliding_window_predict(exploding, data, (8, 8, 8), 3)
+
+
+def test_numpy_path_equals_the_torch_path():
+    """A numpy image and a numpy network (as with an ONNX engine) give the torch path's logits, TTA included."""
+    import numpy as np
+
+    from segformer3d_auto.inference.sliding_window import compute_gaussian_numpy
+
+    net = _conv_net(in_ch=2, out_ch=3)
+
+    def numpy_net(batch: np.ndarray) -> np.ndarray:
+        assert isinstance(batch, np.ndarray) and batch.dtype == np.float32
+        with torch.inference_mode():
+            return net(torch.from_numpy(batch)).numpy()
+
+    torch.manual_seed(1)
+    data = torch.randn(2, 13, 21, 17)
+    for mirror_axes, batch in (((0, 1, 2), 1), ((1,), 3), (None, 2)):
+        expected = sliding_window_predict(net, data, (8, 12, 10), 3, step_size=0.5, mirror_axes=mirror_axes,
+                                          sw_batch_size=batch)
+        got = sliding_window_predict(numpy_net, data.numpy(), (8, 12, 10), 3, step_size=0.5,
+                                     mirror_axes=mirror_axes, sw_batch_size=batch)
+        assert isinstance(got, np.ndarray) and got.dtype == np.float32 and got.shape == (3, 13, 21, 17)
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5)
+    small = np.ones((1, 3, 4, 5), dtype=np.float32)  # padded to the patch in numpy
+    out = sliding_window_predict(lambda b: np.repeat(b * 2, 2, axis=1), small, (4, 6, 6), 2)
+    np.testing.assert_allclose(out, 2.0 * np.ones((2, 3, 4, 5)), rtol=1e-6)
+    np.testing.assert_array_equal(compute_gaussian_numpy((8, 12, 10)), compute_gaussian((8, 12, 10)).numpy())

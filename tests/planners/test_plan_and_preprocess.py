@@ -104,6 +104,27 @@ def test_running_twice_gives_identical_plans_and_arrays(mri_dataset: Path, sf3d_
         assert np.array_equal(np.load(out / "3d_fullres" / name), array), name
 
 
+def test_two_parts_give_the_arrays_of_one_run(mri_dataset: Path, sf3d_roots, monkeypatch, tmp_path) -> None:
+    whole = sf3d_roots.preprocessed / mri_dataset.name / "3d_fullres"
+    run("-d", "501", "-np", "1")
+    monkeypatch.setenv("SF3D_PREPROCESSED", str(tmp_path / "parts"))
+    before_plan = run("-d", "501", "--num-parts", "2", "--part-id", "0", check=False)
+    assert before_plan.returncode == 2 and "plans.json: missing" in before_plan.stderr
+    run("-d", "501", "--no-preprocess")
+    parts = tmp_path / "parts" / mri_dataset.name / "3d_fullres"
+    run("-d", "501", "--num-parts", "2", "--part-id", "1", "-np", "1")
+    cases = sorted(p.name[: -len("_seg.npy")] for p in whole.glob("*_seg.npy"))
+    assert sorted(p.stem for p in parts.glob("*.json")) == cases[1::2]  # part 1 alone: every second case
+    run("-d", "501", "--num-parts", "2", "--part-id", "0", "-np", "1")
+    assert sorted(p.name for p in parts.iterdir()) == sorted(p.name for p in whole.iterdir())
+    for file in whole.glob("*.npy"):
+        assert np.array_equal(np.load(parts / file.name), np.load(file)), file.name
+    for file in whole.glob("*.json"):
+        assert read_json(parts / file.name) == read_json(file), file.name
+    gt = sf3d_roots.preprocessed / mri_dataset.name / "gt_segmentations"
+    assert sorted(p.name for p in (parts.parent / "gt_segmentations").iterdir()) == sorted(p.name for p in gt.iterdir())
+
+
 def test_killed_run_completes_when_run_again(sf3d_roots) -> None:
     folder = make_mri_regions_dataset(sf3d_roots.raw, num_cases=12, shape=(48, 48, 48), num_test_cases=0)
     out = sf3d_roots.preprocessed / folder.name / "3d_fullres"

@@ -162,3 +162,18 @@ def test_torch_threads_are_restored() -> None:
     np.testing.assert_allclose(one, two, atol=1e-6)
     with pytest.raises(ValueError, match="num_threads"):
         resample(data, (9, 5, 11), (1, 1, 1), (1, 1, 1), False, num_threads=0)
+
+
+@pytest.mark.parametrize("order", [0, 1, 3])
+def test_numpy_path_equals_the_torch_path(order: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without torch loaded (the ONNX prediction runtime) resampling runs in numpy and gives the same values."""
+    import segformer3d_auto.preprocessing.resampling as resampling
+
+    rng = np.random.default_rng(order)
+    data = np.where(rng.random((2, 9, 14, 11)) > 0.5, 2.0, -1.0).astype(np.float32)  # edges: cubic overshoots
+    for spacing, new_shape in (([1.0, 1.0, 1.0], (13, 10, 17)), ([5.0, 1.0, 1.0], (20, 21, 8))):
+        expected = resample(data, new_shape, spacing, [1.0, 1.0, 1.0], is_seg=False, order=order)
+        monkeypatch.setattr(resampling, "loaded_torch", lambda: None)
+        got = resample(data, new_shape, spacing, [1.0, 1.0, 1.0], is_seg=False, order=order, slab_bytes=4096)
+        monkeypatch.undo()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
