@@ -9,6 +9,11 @@ from segformer3d_auto.cli._common import run_cli
 EPILOG = """examples:
   sf3d_crossval 501                 merge folds 0-4 into crossval/, write summary.json and postprocessing.json
   sf3d_crossval 501 --folds 0 1     only the folds trained so far
+  sf3d_crossval 501 --calibrate-quality 20   also calibrate sf3d_predict's quality report on 20 training cases
+
+crossval/quality_reference.json records the training images' input measures and label volumes for
+sf3d_predict's quality report (when the raw dataset is at hand); --calibrate-quality N also predicts N training
+cases with the fold ensemble and records its fold disagreement, entropy and volumes.
 """
 
 
@@ -27,7 +32,11 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--configuration", default=None,
                         help="plans configuration (default: the one sf3d_plan_and_preprocess writes)")
     parser.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--calibrate-quality", type=int, default=0, metavar="N",
+                        help="predict N training cases to calibrate the quality report (default 0: inputs only)")
     args = parser.parse_args(argv)
+    if args.calibrate_quality < 0:
+        parser.error("--calibrate-quality must be >= 0")
 
     from segformer3d_auto.errors import InputError
     from segformer3d_auto.model_folder import model_folder_for, postprocessing_file
@@ -44,6 +53,14 @@ def _main(argv: list[str] | None) -> int:
     pp = result["postprocessing"]
     print(f"{name}: cross-validation mean foreground Dice {dice:.4f}; postprocessing "
           f"{ {k: v for k, v in pp.items() if k != 'trials'} } -> {postprocessing_file(model_folder)}")
+    from segformer3d_auto.paths import raw_root
+
+    if (raw_root() / name / "dataset.json").is_file():
+        from segformer3d_auto.inference.quality_report import record_reference
+
+        print(f"quality reference -> {record_reference(model_folder, raw_root() / name, args.calibrate_quality)}")
+    else:
+        print(f"no raw dataset at {raw_root() / name}: quality reference not recorded")
     return 0
 
 

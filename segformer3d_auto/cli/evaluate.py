@@ -17,7 +17,8 @@ EXAMPLES = """examples:
   sf3d_evaluate gt fold_0/validation -d 501 --allow-missing  # only the cases that were predicted
 
 Files are matched by name ({case}{file_ending}). Writes summary.json (nnU-Net v2's layout plus HD95 and
-volumes; default PRED_DIR/summary.json) and summary.csv beside it (one row per case and label or region).
+volumes; default PRED_DIR/summary.json), summary.csv beside it (one row per case and label or region) and
+report.html (Dice/HD95 per case, worst first, with pictures of the worst cases; self-contained).
 A case where reference and prediction of a class are both empty gets NaN and is left out of the means.
 """
 
@@ -63,7 +64,10 @@ def _main(argv: list[str] | None) -> int:
     label_manager = LabelManager.from_dataset_json(dataset_json)
     names = {class_key(c): n for c, n in zip(label_manager.classes_or_regions, label_manager.names)}
     print(format_table(summary, names))
-    print(f"wrote {output} and {output.with_suffix('.csv')}")
+    from segformer3d_auto.inference.report_html import write_evaluation_report
+
+    page = write_evaluation_report(output, names)
+    print(f"wrote {output}, {output.with_suffix('.csv')} and {page}")
     return 0
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from segformer3d_auto.cli import _predict_extras
 from segformer3d_auto.cli._common import run_cli
 
 EXAMPLES = """examples:
@@ -37,7 +38,7 @@ def _main(argv: list[str] | None) -> int:
         prog="sf3d_predict",
         description="Predict label maps with a trained SegFormer3D model folder: sliding window, mirror TTA, fold "
                     "ensemble, export to each input's geometry.",
-        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=EXAMPLES + _predict_extras.EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-i", "--input", type=Path, required=True, metavar="IN", help="folder of images")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT", help="folder for predictions")
     source = parser.add_mutually_exclusive_group()
@@ -70,6 +71,7 @@ def _main(argv: list[str] | None) -> int:
                         help="cases read and preprocessed ahead, in threads, while the network runs (default 1; 0 "
                              "uses the least memory)")
     parser.add_argument("--disable-progress-bar", action="store_true", help="no progress bars")
+    _predict_extras.add_arguments(parser)
     args = parser.parse_args(argv)
     if not 0 < args.step_size <= 1:
         parser.error("--step-size must be in (0, 1]")
@@ -93,10 +95,13 @@ def _main(argv: list[str] | None) -> int:
                               device=args.device, progress=not args.disable_progress_bar, backend=args.backend)
         print(f"model {source}, folds {predictor.folds}, backend {predictor.backend}, device {predictor.device}, "
               f"TTA {'on' if predictor.mirror_axes else 'off'}")
-        written = predict_folder(predictor, args.input, args.output, save_probabilities=args.save_probabilities,
+        session = _predict_extras.prepare(args, predictor)
+        written = predict_folder(predictor, session.input_folder, args.output,
+                                 save_probabilities=args.save_probabilities,
                                  continue_prediction=args.continue_prediction, num_parts=args.num_parts,
                                  part_id=args.part_id, read_ahead=args.read_ahead,
-                                 progress=not args.disable_progress_bar)
+                                 progress=not args.disable_progress_bar, quality=session.quality)
+        _predict_extras.finish(args, predictor, session)
     print(f"wrote {len(written)} prediction(s) to {args.output}")
     return 0
 

@@ -35,6 +35,7 @@ def predict_folder(
     part_id: int = 0,
     read_ahead: int = 1,
     progress: bool = True,
+    quality: object | None = None,
 ) -> list[Path]:
     """Predict every case of ``input_folder`` with a ``Predictor`` into ``output_folder``.
 
@@ -50,6 +51,7 @@ def predict_folder(
         read_ahead: cases read and preprocessed ahead in background threads while the network runs
             (0: one case at a time, the least memory).
         progress: show a progress bar over the cases (and per case over the windows).
+        quality: a ``quality_report.QualityRecorder`` that predicts and measures each case (report.json).
 
     Returns:
         The label maps written by this call (skipped cases are not listed).
@@ -77,23 +79,26 @@ def predict_folder(
     bar = tqdm(total=len(todo), desc="cases", unit="case", disable=not progress)
     in_flight = read_ahead + 1  # the case being predicted plus those preprocessed ahead
     with ThreadPoolExecutor(max_workers=max(1, read_ahead)) as pool:
-        ahead: deque[tuple[Path, Future]] = deque()
+        ahead: deque[tuple[CaseFiles, Path, Future]] = deque()
         queue = iter(todo)
         while True:
             while len(ahead) < in_flight and (nxt := next(queue, None)) is not None:
                 case, output = nxt
-                ahead.append((output, pool.submit(predictor.preprocess_files, case.images)))
+                ahead.append((case, output, pool.submit(predictor.preprocess_files, case.images)))
             if not ahead:
                 break
-            output, future = ahead.popleft()
+            case, output, future = ahead.popleft()
             try:
                 data, properties = future.result()
             except BaseException:
-                for _, pending in ahead:
+                for _, _, pending in ahead:
                     pending.cancel()
                 raise
             bar.set_postfix_str(output.name)
-            seg, probabilities = predictor.predict_preprocessed(data, properties, save_probabilities)
+            if quality is not None:
+                seg, probabilities = quality.predict_case(case, output, data, properties, save_probabilities)
+            else:
+                seg, probabilities = predictor.predict_preprocessed(data, properties, save_probabilities)
             del data
             write_prediction(seg, properties, output, probabilities)
             del seg, probabilities

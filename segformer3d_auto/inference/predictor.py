@@ -125,6 +125,8 @@ class Predictor:
         self.sw_batch_size = int(sw_batch_size)
         self.progress = progress
         self.postprocessing = self._load_postprocessing()
+        self.fold_observer: Any = None
+        """Called with (fold index, that fold's probabilities on the network grid) before they are averaged."""
 
     def _load_torch_folds(self, checkpoint: str, device: str | torch.device | None) -> None:
         """Load every fold's weights and the planned network onto the device (the torch backend)."""
@@ -232,12 +234,14 @@ class Predictor:
     def _ensemble_onnx(self, data: np.ndarray) -> np.ndarray:
         """Mean over the folds of each fold's probabilities, with the ONNX networks, in numpy."""
         total = None
-        for network in self.fold_networks:
+        for index, network in enumerate(self.fold_networks):
             logits = sliding_window_predict(
                 network, data, self.patch_size, self.label_manager.num_segmentation_heads,
                 step_size=self.step_size, mirror_axes=self.mirror_axes, sw_batch_size=self.sw_batch_size,
                 progress=self.progress)
             probabilities = logits_to_probabilities_(logits, self.label_manager.has_regions)
+            if self.fold_observer is not None:
+                self.fold_observer(index, probabilities)
             if total is None:
                 total = probabilities
             else:
@@ -250,9 +254,11 @@ class Predictor:
     def _ensemble(self, data: torch.Tensor, on_device: bool) -> torch.Tensor:
         """Mean over the folds of each fold's probabilities."""
         total = None
-        for weights in self.fold_weights:
+        for index, weights in enumerate(self.fold_weights):
             self.network.load_state_dict(weights)
             probabilities = self._fold_probabilities(data, on_device)
+            if self.fold_observer is not None:
+                self.fold_observer(index, probabilities)
             if total is None:
                 total = probabilities
             else:

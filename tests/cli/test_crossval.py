@@ -10,7 +10,8 @@ from tests.training.data import run, trained_fold0
 
 def test_crossval_merges_folds_and_determines_postprocessing(tmp_path_factory):
     env, model_folder = trained_fold0(tmp_path_factory.getbasetemp() / "training_data")
-    result = run([sys.executable, "-m", "segformer3d_auto.cli.crossval", "501", "--folds", "0", "-np", "2"], env)
+    result = run([sys.executable, "-m", "segformer3d_auto.cli.crossval", "501", "--folds", "0", "-np", "2",
+                  "--calibrate-quality", "2"], env)
     crossval = model_folder / "crossval"
     validation_cases = sorted(p.name for p in (model_folder / "fold_0" / "validation").glob("*.nii.gz"))
     assert sorted(p.name for p in (crossval / "predictions").glob("*.nii.gz")) == validation_cases
@@ -19,6 +20,10 @@ def test_crossval_merges_folds_and_determines_postprocessing(tmp_path_factory):
     pp = read_json(crossval / "postprocessing.json")
     assert "trials" in pp and pp["trials"][0]["try"] == "foreground"
     assert "cross-validation mean foreground Dice" in result.stdout
+    reference = read_json(crossval / "quality_reference.json")
+    assert reference["source"] == "training images" and reference["prediction"]["cases"] == 2
+    assert reference["cases"] == read_json(model_folder / "dataset.json")["numTraining"]
+    assert set(reference["measures"]) >= {"spacing_z", "channel_3_histogram_shape"}
 
 
 def test_crossval_refuses_folds_without_validation(tmp_path_factory):

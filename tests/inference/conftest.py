@@ -1,0 +1,46 @@
+"""Shared by the quality-report and report-page tests: one sf3d_predict run on normal and deliberately wrong
+CT inputs (a model with a calibrated quality reference), made once per test session."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from segformer3d_auto.dataset import phantoms
+from segformer3d_auto.dataset.image_io import read_images, write_image
+from tests.inference.quality_models import model_with_reference
+
+CT_WRONG = {"mr_into_ct": "an MR image (FLAIR) in the CT geometry",
+            "spacing_x4": "the spacing header times 4 (on a crop of a quarter per axis: the same physical extent)",
+            "intensity_x1000": "HU times 1000"}
+
+
+def run_predict(*args: str) -> subprocess.CompletedProcess:
+    """``sf3d_predict`` as a subprocess, without progress bars and mirroring (fast)."""
+    return subprocess.run([sys.executable, "-m", "segformer3d_auto.cli.predict", *args, "--disable-progress-bar",
+                           "--disable-tta"], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="session")
+def ct_quality_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """3 normal CT test cases and 3 wrong ones predicted with ``--save-uncertainty``."""
+    base = tmp_path_factory.mktemp("ct_quality")
+    made = model_with_reference(base, "ct")
+    inputs = base / "inputs"
+    inputs.mkdir()
+    for path in sorted((made["raw"] / "imagesTs").iterdir()):
+        shutil.copy(path, inputs / path.name)
+    image, props = read_images([inputs / "ct_ts_000_0000.nii.gz"])
+    mr, _ = phantoms.mri_case(np.random.default_rng(7), tuple(image.shape[1:]))
+    write_image(mr[0], props, inputs / "mr_into_ct_0000.nii.gz")
+    crop = image[0, : image.shape[1] // 4, : image.shape[2] // 4, : image.shape[3] // 4]
+    write_image(crop, {**props, "spacing": [s * 4 for s in props["spacing"]]}, inputs / "spacing_x4_0000.nii.gz")
+    write_image(image[0] * 1000.0, props, inputs / "intensity_x1000_0000.nii.gz")
+    out = base / "out"
+    result = run_predict("-i", str(inputs), "-o", str(out), "-m", str(made["model"]), "--save-uncertainty")
+    assert result.returncode == 0, result.stderr
+    return {"out": out, "result": result, "inputs": inputs, "model": made["model"]}
