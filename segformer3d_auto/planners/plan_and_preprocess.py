@@ -21,8 +21,8 @@ from segformer3d_auto.parallel import CaseMap
 from segformer3d_auto.paths import preprocessed_root, raw_root, resolve_dataset_name
 from segformer3d_auto.planners.fingerprint import extract_fingerprint
 from segformer3d_auto.planners.planner import CONFIGURATION, plan_experiment
-from segformer3d_auto.planners.structure_fingerprint import structure_fingerprint
 from segformer3d_auto.planners.splits import load_or_create_splits
+from segformer3d_auto.planners.structure_fingerprint import structure_fingerprint
 from segformer3d_auto.preprocessing.dataset_preprocessor import preprocess_dataset
 
 
@@ -119,7 +119,7 @@ def structure_lines(fingerprint: dict) -> list[str]:
     if thickness:
         lines.append("  thickness (mm, p5/p50): " + ", ".join(
             f"{name} {v['p05_mm']:g}/{v['p50_mm']:g}" for name, v in thickness.items()))
-    for level, entry in ceilings.items():
+    for entry in ceilings.values():
         lines.append(f"  output grid stride {_fmt(entry['stride'])}: ceiling mean {entry['mean']:.3f} ("
                      + ", ".join(f"{name} {v:.3f}" for name, v in entry["per_class"].items()) + ")")
     return lines

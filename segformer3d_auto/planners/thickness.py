@@ -3,12 +3,11 @@
 Local thickness at a point of the medial axis is twice its distance to the boundary. The medial axis is taken as
 the ridge of the Euclidean distance transform: voxels that no neighbour (3x3x3) exceeds by half a voxel or more
 (off the ridge, the neighbour towards the medial axis is a whole step farther from the boundary; along a ridge the
-distance grows by less). The distance transform measures voxel centre to the nearest background voxel centre, which overstates
-the distance to the boundary by half a voxel for an odd thickness and by none on the two-voxel plateau of an even
-one; subtracting a quarter of the voxel size (along the direction to the
-boundary) twice keeps the estimate within half a voxel of the true thickness
-(a sheet 1 or 2 voxels thick reads 1.5; with anisotropic spacing, within a voxel of the thin axis,
-as ties between directions may take the finer spacing's correction).
+distance grows by less). The distance transform measures voxel centre to the nearest background voxel centre,
+which overstates the distance to the boundary by half a voxel for an odd thickness and by none on the two-voxel
+plateau of an even one; subtracting a quarter of the voxel size (along the direction to the boundary) twice keeps
+the estimate within half a voxel of the true thickness (a sheet 1 or 2 voxels thick reads 1.5; with anisotropic
+spacing, within a voxel of the thin axis, as ties between directions may take the finer spacing's correction).
 Every voxel then takes the thickness of the largest medial-axis sphere that contains it (the standard local
 thickness). The 5th and 50th percentiles over the voxels of a sample of cases describe the thin end and the
 typical size of each structure.
