@@ -19,8 +19,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ITERATIONS = 200
+ITERATIONS = 300
 LEARNING_RATE = 1.0
+CHECK_EVERY = 25
+PATIENCE = 2
+MIN_ITERATIONS = 100
+MIN_GAIN = 0.002
+"""Every ``CHECK_EVERY`` steps the hard Dice is measured; after ``MIN_ITERATIONS`` the optimisation stops when
+the last ``PATIENCE`` checks gained less than ``MIN_GAIN`` over the best before them."""
 MAX_CROP = 64
 
 
@@ -57,12 +63,14 @@ def coarse_grid_ceiling(mask: np.ndarray, stride: Sequence[int], iterations: int
     Args:
         mask: boolean (z, y, x) reference of one class or region; each size a multiple of ``stride``.
         stride: output-grid stride per axis.
-        iterations: Adam steps (200 come within about 0.02 Dice of 600 on 1-3 voxel structures at stride 4,
-            less at stride 2: a slight underestimate, which errs towards a finer grid).
+        iterations: at most this many Adam steps; it stops earlier when 50 steps gain less than 0.002 Dice
+            (large structures converge in 100-150). 300 come within about 0.015 Dice of 600 on 1-3 voxel
+            structures at stride 4: a slight underestimate, which errs towards a finer grid.
         learning_rate: Adam's step size on the logits.
 
     Returns:
-        Dice of the thresholded upsampled logits (1.0 for an empty mask, which an all-negative map matches).
+        The best Dice of the thresholded upsampled logits seen (1.0 for an empty mask, which an all-negative map
+        matches).
 
     Raises:
         ValueError: for a mask that is not 3D or whose shape the stride does not divide.
@@ -78,7 +86,8 @@ def coarse_grid_ceiling(mask: np.ndarray, stride: Sequence[int], iterations: int
     mean = F.avg_pool3d(target, stride).clamp(0.02, 0.98)
     logits = torch.logit(mean).clone().requires_grad_(True)
     optimizer = torch.optim.Adam([logits], lr=learning_rate)
-    for _ in range(iterations):
+    history: list[float] = []
+    for step in range(1, iterations + 1):
         optimizer.zero_grad(set_to_none=True)
         up = F.interpolate(logits, size=size, mode="trilinear", align_corners=False)
         prob = torch.sigmoid(up)
@@ -86,9 +95,14 @@ def coarse_grid_ceiling(mask: np.ndarray, stride: Sequence[int], iterations: int
         loss = F.binary_cross_entropy_with_logits(up, target) + 1.0 - dice
         loss.backward()
         optimizer.step()
-    with torch.no_grad():
-        predicted = F.interpolate(logits, size=size, mode="trilinear", align_corners=False) > 0
-    return dice_of(predicted.numpy()[0, 0], mask)
+        if step % CHECK_EVERY == 0 or step == iterations:
+            with torch.no_grad():
+                predicted = F.interpolate(logits, size=size, mode="trilinear", align_corners=False) > 0
+            history.append(dice_of(predicted.numpy()[0, 0], mask))
+            # the hard Dice reached is what counts; stop once the last PATIENCE checks gained too little
+            if step >= MIN_ITERATIONS and max(history[-PATIENCE:]) < max(history[:-PATIENCE]) + MIN_GAIN:
+                break
+    return max(history)
 
 
 def average_proxy(mask: np.ndarray, stride: Sequence[int]) -> float:

@@ -99,10 +99,13 @@ def plan_and_preprocess(
         f"  spacing {_fmt(config['spacing'])} mm (transpose {plans['transpose_forward']}), "
         f"median shape {_fmt(config['median_image_size_in_voxels'])}",
         f"  {network['name']}: patch {_fmt(config['patch_size'])}, batch {config['batch_size']}, "
-        f"first stride {_fmt(network['kwargs']['patch_stride'][0])}, "
+        f"first stride {_fmt(network['kwargs']['patch_stride'][0])}"
+        + (f" + refinement head ({network['kwargs']['refine_channels']} channels)"
+           if network["kwargs"].get("refine_channels") else "") + ", "
         f"memory {config['memory']['estimated_gb']:.2f} of {config['memory']['target_gb']:.1f} GB",
         f"  normalization {', '.join(config['normalization_schemes'])}",
         *structure_lines(fingerprint),
+        f"  output resolution: {config['output_resolution']['chosen']} ({config['output_resolution']['reason']})",
     ]
     if preprocess:
         lines.append(f"  preprocessed {len(done)} cases now ({len(cases) - len(done)} were done already)")
