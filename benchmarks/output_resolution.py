@@ -164,7 +164,7 @@ def run_dataset(kind: str, args: argparse.Namespace, work_root: Path) -> dict:
 def table(results: list[dict], budget: float) -> str:
     """Markdown: one row per dataset and candidate."""
     lines = ["| dataset | candidate | first stride | refine | ceiling mean (per class) | patch x batch | est. GB | "
-             f"train GFLOP/voxel | chosen | Dice after {budget:g} CPU s (iterations) |",
+             f"train MFLOP/voxel | chosen | Dice after {budget:g} CPU s (iterations) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         record = r["output_resolution"]
@@ -178,7 +178,7 @@ def table(results: list[dict], budget: float) -> str:
             lines.append(
                 f"| {r['dataset']} | {c['name']} | {'x'.join(map(str, c['first_stride']))} | {c['refine_channels']} "
                 f"| {ceiling} | {'x'.join(map(str, c['patch_size']))} x {c['batch_size']} | {c['estimated_gb']:.2f} "
-                f"| {c['training_gflops_per_voxel'] * 1e3:.3f}e-3 | {chosen} | {dice} |")
+                f"| {c['training_gflops_per_voxel'] * 1e3:.3f} | {chosen} | {dice} |")
     thickness = [f"{r['dataset']}: " + ", ".join(f"{k} {v['p05_mm']:g}/{v['p50_mm']:g}"
                                                   for k, v in (r["thickness"] or {}).items()) for r in results]
     return "\n".join(lines) + "\n\nlocal thickness, mm (p5/p50): " + "; ".join(thickness)
