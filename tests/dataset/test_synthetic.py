@@ -1,17 +1,28 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
+from scipy.ndimage import binary_erosion
 
+from segformer3d_auto.dataset import anatomy
+from segformer3d_auto.dataset.anatomy import anatomy_case
 from segformer3d_auto.dataset.dataset_json import list_training_cases, load_dataset_json
 from segformer3d_auto.dataset.image_io import read_images, read_segmentation
 from segformer3d_auto.dataset.integrity import check_dataset
 from segformer3d_auto.dataset.labels import LabelManager
-from segformer3d_auto.dataset.synthetic import make_ct_dataset, make_mri_regions_dataset, make_msd_task
+from segformer3d_auto.dataset.phantoms import ellipsoid
+from segformer3d_auto.dataset.synthetic import (
+    make_ct_dataset,
+    make_mri_regions_dataset,
+    make_msd_task,
+    make_thin_dataset,
+)
 
 
 def _case(folder, identifier):
@@ -98,10 +109,6 @@ def test_command_line_entry_point(tmp_path):
 
 
 def test_thin_dataset_has_structures_below_the_paper_grid(tmp_path):
-    from scipy.ndimage import binary_erosion
-
-    from segformer3d_auto.dataset.synthetic import make_thin_dataset
-
     folder = make_thin_dataset(tmp_path, num_cases=2, shape=(32, 32, 32), num_test_cases=1)
     assert folder.name == "Dataset503_SyntheticThin"
     dj = load_dataset_json(folder / "dataset.json")
@@ -118,9 +125,6 @@ def test_thin_dataset_has_structures_below_the_paper_grid(tmp_path):
 
 
 def test_anatomy_case_from_a_template(tmp_path):
-    from segformer3d_auto.dataset.anatomy import anatomy_case
-    from segformer3d_auto.dataset.phantoms import ellipsoid
-
     # a stand-in template of the same kind (T1 and grey / white probability maps at 1 mm): white matter inside
     # a grey shell; the case at 2 mm must label the shell grey and the core white, on a half-size grid
     shape = (40, 48, 44)
@@ -137,12 +141,6 @@ def test_anatomy_case_from_a_template(tmp_path):
 
 
 def test_anatomy_needs_nilearn_and_says_so(monkeypatch):
-    import importlib.util
-
-    import pytest
-
-    from segformer3d_auto.dataset import anatomy
-
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match=r"\[anatomy\]"):
         anatomy.template_folder()

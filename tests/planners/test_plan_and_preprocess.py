@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from segformer3d_auto.atomic import read_json, write_json
-from segformer3d_auto.dataset.synthetic import make_mri_regions_dataset
+from segformer3d_auto.dataset.synthetic import make_mri_regions_dataset, make_thin_dataset
 
 CLI = [sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess"]
 
@@ -205,8 +205,6 @@ def test_unknown_dataset(sf3d_roots) -> None:
 
 
 def test_thin_structures_get_a_finer_output(tmp_path: Path, sf3d_roots) -> None:
-    from segformer3d_auto.dataset.synthetic import make_thin_dataset
-
     folder = make_thin_dataset(sf3d_roots.raw, num_cases=2, shape=(24, 24, 24), num_test_cases=0)
     result = run("-d", "503", "-np", "1", "--no-preprocess")
     fingerprint = read_json(sf3d_roots.preprocessed / folder.name / "dataset_fingerprint.json")

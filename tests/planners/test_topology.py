@@ -56,8 +56,6 @@ def test_bad_arguments() -> None:
 
 
 def test_first_stride_cap_moves_the_stride_to_stage_two_and_keeps_later_grids():
-    from segformer3d_auto.planners.topology import plan_topology
-
     paper = plan_topology([1.0, 1.0, 1.0], [64, 64, 64])
     finer = plan_topology([1.0, 1.0, 1.0], [64, 64, 64], first_stride_cap=2)
     assert paper.patch_stride[:2] == [[4, 4, 4], [2, 2, 2]]
@@ -71,9 +69,5 @@ def test_first_stride_cap_moves_the_stride_to_stage_two_and_keeps_later_grids():
 
 
 def test_first_stride_cap_must_be_two_or_four():
-    import pytest
-
-    from segformer3d_auto.planners.topology import plan_topology
-
     with pytest.raises(ValueError, match="first_stride_cap"):
         plan_topology([1.0, 1.0, 1.0], [64, 64, 64], first_stride_cap=3)
