@@ -52,13 +52,19 @@ def template_folder() -> Path:
 
 
 def load_template() -> tuple[dict[str, np.ndarray], tuple[float, float, float]]:
-    """The T1 template and grey / white matter maps as float32 (z, y, x) arrays, and their spacing (mm)."""
+    """The T1 template and grey / white matter probability maps (in [0, 1]) as float32 (z, y, x) arrays, and their
+    spacing (mm)."""
     folder = template_folder()
     arrays, spacing = {}, (1.0, 1.0, 1.0)
     for kind, name in TEMPLATE_FILES.items():
         image = sitk.ReadImage(str(folder / name))
         arrays[kind] = sitk.GetArrayFromImage(image).astype(np.float32)
         spacing = tuple(float(s) for s in reversed(image.GetSpacing()))
+    for kind in ("gm", "wm"):
+        # nilearn's "converted" maps store probabilities as 0-255; bring them back to [0, 1]
+        top = float(arrays[kind].max())
+        if top > 1.0:
+            arrays[kind] /= top
     return arrays, spacing
 
 
