@@ -11,7 +11,7 @@ Unless ``--ceilings-only``, it then trains fold 0 of each candidate (``--candida
 scratch for the same budget of CPU seconds (``--budget-cpu-seconds``, start-up and final validation included; the
 training process runs on one thread, so CPU seconds rather than wall time are the budget, which keeps the
 comparison fair on a shared machine), predicts the held-out ``imagesTs`` without mirroring and scores them with
-``sf3d_evaluate``. A short calibration run per candidate (2 and 6 iterations) gives its CPU seconds per iteration
+``sf3d_evaluate``. Two short calibration runs per candidate (2 and 12 iterations) gives its CPU seconds per iteration
 and its fixed cost. The table is markdown::
 
     python benchmarks/output_resolution.py [--datasets thin anatomy mri ct] [--budget-cpu-seconds 300]
@@ -44,6 +44,8 @@ from segformer3d_auto.planners.output_resolution import CANDIDATES  # noqa: E402
 from segformer3d_auto.planners.planner import plan_network  # noqa: E402
 
 ITERATIONS_PER_EPOCH = 25
+CALIBRATION = (2, 12)
+"""Iterations of the two calibration runs: the difference of their CPU seconds gives the cost per iteration."""
 
 
 def log(message: str) -> None:
@@ -107,12 +109,15 @@ def train_and_score(name: str, folder: Path, root: Path, work: Path, budget: flo
                SF3D_RESULTS=str(work / "results"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     common = ["--device", "cpu", "--num-workers", "0", "--no-progress", "--val-iterations", "1"]
     cpu = {}
-    for k in (2, 6):
+    for k in CALIBRATION:
         shutil.rmtree(work / "results", ignore_errors=True)
         _, cpu[k] = run(cli("train", name, "0", "--epochs", "1", "--iterations-per-epoch", str(k),
                             "--warmup-epochs", "1", *common), env, "sf3d_train (calibration)")
-    per_iteration = max((cpu[6] - cpu[2]) / 4, cpu[6] / 12)
-    fixed = max(cpu[2] - 2 * per_iteration, 0.0)
+    low, high = CALIBRATION
+    slope = (cpu[high] - cpu[low]) / (high - low)
+    # a non-positive slope (noise on a loaded machine) falls back to the whole run's cost per iteration
+    per_iteration = slope if slope > 0 else cpu[high] / high
+    fixed = max(cpu[low] - low * per_iteration, 0.0)
     iterations = max(ITERATIONS_PER_EPOCH, math.floor((budget - fixed) / per_iteration))
     epochs = max(1, iterations // ITERATIONS_PER_EPOCH)
     shutil.rmtree(work / "results", ignore_errors=True)
