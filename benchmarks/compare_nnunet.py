@@ -23,7 +23,7 @@ measures, for both pipelines:
 Everything runs on the CPU. Run it on an otherwise idle machine: the epochs are fixed from the warm-up, so work
 that starts later stretches the budget run (measured: one epoch went from 1.8 s to 40-60 s when a test suite
 started beside it on 2 cores), and the load average printed with the table shows such contention.
-The printed table is markdown, ready for the README; ``results.json`` in the work folder keeps the raw numbers.
+The printed table is markdown, ready for docs/benchmarks.md; ``results.json`` in the work folder keeps the raw numbers.
 
     python benchmarks/compare_nnunet.py --nnunet-python /path/to/nnunet-env/bin/python \\
         [--budget-minutes 5] [--datasets mri ct msd thin anatomy] [--workdir DIR] [--small]

@@ -23,6 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from segformer3d_auto.model_folder import FINAL, fold_folder
+from segformer3d_auto.planners.planner import CONFIGURATION
+
 SETTINGS = {"default": [], "no-tta": ["--disable-tta"]}
 CT_LIMIT_GB = 4.0
 
@@ -45,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             for setting in args.settings:
                 out = work / f"out_{case}_{setting}"
                 command = [sys.executable, "-m", "segformer3d_auto.cli.predict", "-i", str(inputs), "-o", str(out),
-                           "-m", str(model), "-np", "0", "--device", args.device, "--disable-progress-bar",
+                           "-m", str(model), "--read-ahead", "0", "--device", args.device, "--disable-progress-bar",
                            *SETTINGS[setting]]
                 result = subprocess.run([sys.executable, __file__, "--measure", *command], capture_output=True,
                                         text=True)
@@ -116,21 +119,21 @@ def _make_case(work: Path, case: str) -> tuple[Path, Path]:
         "foreground_intensity_properties_per_channel": {"0": {
             "mean": 60.0, "std": 40.0, "median": 60.0, "min": -1000.0, "max": 1500.0,
             "percentile_00_5": -100.0, "percentile_99_5": 250.0}},
-        "configurations": {"3d_fullres": {
-            "data_identifier": "3d_fullres", "spacing": plan_spacing, "patch_size": patch, "batch_size": 2,
+        "configurations": {CONFIGURATION: {
+            "data_identifier": CONFIGURATION, "spacing": plan_spacing, "patch_size": patch, "batch_size": 2,
             "median_image_size_in_voxels": list(shape), "normalization_schemes": schemes,
             "use_mask_for_norm": [case == "mri"] * channels,
             "resampling": {"data": {"order": 3, "order_z": 0}, "seg": {"order": 1, "order_z": 0}},
             "mirror_axes": [0, 1, 2], "anisotropic": case == "ct", "network": network}},
     }
     model = work / f"model_{case}"
-    (model / "fold_0").mkdir(parents=True, exist_ok=True)
+    fold_folder(model, 0).mkdir(parents=True, exist_ok=True)
     write_json(plans, model / "plans.json")
     write_json({"channel_names": names, "labels": labels, "numTraining": 1, "file_ending": ".nii.gz", **regions},
                model / "dataset.json")
     torch.manual_seed(0)
     weights = create_model(network["name"], **network["kwargs"]).state_dict()
-    torch.save({"network_weights": weights, "epoch": 0}, model / "fold_0" / "checkpoint_final.pth")
+    torch.save({"network_weights": weights, "epoch": 0}, fold_folder(model, 0) / FINAL)
     return inputs, model
 
 

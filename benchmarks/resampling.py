@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from skimage.transform import resize
 
+from segformer3d_auto.planners.planner import CONFIGURATION
 from segformer3d_auto.preprocessing.case_preprocessor import preprocess_case, sample_foreground_locations
 from segformer3d_auto.preprocessing.cropping import crop_to_nonzero
 from segformer3d_auto.preprocessing.normalization import normalize
@@ -160,7 +161,7 @@ def run_case(repeats: int) -> None:
     seg = (inside & (body > 0.8)).astype(np.uint8) + (inside & (body < -0.8)).astype(np.uint8) * 2
     props = {"spacing": list(old_sp)}
     plans = {"transpose_forward": [0, 1, 2], "foreground_intensity_properties_per_channel": {},
-             "configurations": {"3d_fullres": {"spacing": list(new_sp), "use_mask_for_norm": [True],
+             "configurations": {CONFIGURATION: {"spacing": list(new_sp), "use_mask_for_norm": [True],
                                                "normalization_schemes": ["ZScoreNormalization"]}}}
     print(f"\n== whole case: {data.shape} spacing {old_sp} -> {new_sp}, ZScore with mask, labels 0-2")
     stages: dict[str, Callable[[], Any]] = {}

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.measure import run_measured
+from segformer3d_auto.model_folder import fold_folder, model_folder_for
+from segformer3d_auto.planners.planner import CONFIGURATION
 
 EPOCH_LINE = re.compile(r"epoch \d+ .* time=([\d.]+)s")
 
@@ -63,7 +65,7 @@ class Sf3dSide:
     Args:
         work: this dataset's benchmark folder (``sf3d_preprocessed``, ``sf3d_results`` go there).
         raw: the raw root, shared with nnU-Net.
-        num_processes: ``-np`` of preprocessing and prediction.
+        num_processes: ``-np`` of preprocessing and evaluation, ``--read-ahead`` of prediction.
         num_workers: ``sf3d_train --num-workers`` (augmentation processes; 0 = in the training process).
     """
 
@@ -86,7 +88,7 @@ class Sf3dSide:
 
     def _plan(self, dataset_name: str) -> dict:
         plans = json.loads((self.work / "sf3d_preprocessed" / dataset_name / "plans.json").read_text())
-        return plans["configurations"]["3d_fullres"]
+        return plans["configurations"][CONFIGURATION]
 
     def patch_and_batch(self, dataset_name: str) -> tuple[list[int], int]:
         """The planned patch size and batch size (what sf3d_train uses without ``--batch-size``)."""
@@ -104,7 +106,7 @@ class Sf3dSide:
         return parameters, count_flops(model, plan["patch_size"])
 
     def _fold_dir(self, dataset_name: str) -> Path:
-        return self.work / "sf3d_results" / dataset_name / "SegFormer3D__3d_fullres" / "fold_0"
+        return fold_folder(model_folder_for(dataset_name, root=self.work / "sf3d_results"), 0)
 
     def train(self, dataset_name: str, epochs: int, iterations: int, val_iterations: int) -> TrainRun:
         """``sf3d_train ID 0`` from scratch on CPU (its final validation included, like nnU-Net's).
@@ -125,7 +127,7 @@ class Sf3dSide:
         """``sf3d_predict`` of fold 0 on CPU, measured; with or without mirroring."""
         shutil.rmtree(output, ignore_errors=True)
         cmd = self._cli("predict", "-i", str(images), "-o", str(output), "-d", dataset_name, "-f", "0",
-                        "--device", "cpu", "-np", str(self.num_processes), "--disable-progress-bar")
+                        "--device", "cpu", "--read-ahead", str(self.num_processes), "--disable-progress-bar")
         if not tta:
             cmd.append("--disable-tta")
         return Measured(*check(run_measured(cmd, env=self.env), "sf3d_predict"))

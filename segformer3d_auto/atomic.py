@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from segformer3d_auto.errors import InputError
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
@@ -54,8 +56,6 @@ def read_json(path: str | os.PathLike) -> Any:
 def read_user_json(path: str | os.PathLike) -> Any:
     """Read a JSON file that a user may have written or broken; a one-line ``InputError`` naming it if missing
     or not valid JSON."""
-    from segformer3d_auto.errors import InputError
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from segformer3d_auto.model_folder import FINAL, LATEST, fold_folder, model_folder_for
 from segformer3d_auto.worker_lifetime import subprocess_options
 
 
@@ -58,13 +59,14 @@ def main(argv: list[str] | None = None) -> int:
                                  num_test_cases=4, seed=0)
     timings["generate example data"] = time.perf_counter() - start
     timings["sf3d_plan_and_preprocess"] = _run([tool("sf3d_plan_and_preprocess"), "-d", "501", "-np", "2"], env)
-    model_folder = out / "results" / "Dataset501_SyntheticBraTS" / "SegFormer3D__3d_fullres"
+    model_folder = model_folder_for("Dataset501_SyntheticBraTS", root=out / "results")
+    fold_0 = fold_folder(model_folder, 0)
     train = [tool("sf3d_train"), "501", "0", "--epochs", str(args.epochs),
              "--iterations-per-epoch", str(args.iterations_per_epoch), "--val-iterations", "5",
              "--warmup-epochs", "3", "--device", "cpu"]
-    if (model_folder / "fold_0" / "checkpoint_latest.pth").exists():
+    if (fold_0 / LATEST).exists():
         train.append("--continue")
-    if not (model_folder / "fold_0" / "checkpoint_final.pth").exists():
+    if not (fold_0 / FINAL).exists():
         timings["sf3d_train (fold 0)"] = _run(train, env)
     predictions = out / "predictions"
     timings["sf3d_predict"] = _run([tool("sf3d_predict"), "-i", str(raw / "imagesTs"), "-o", str(predictions),
@@ -100,9 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n  artifacts")
     for what, path in [
         ("raw dataset", raw), ("plans", out / "preprocessed" / "Dataset501_SyntheticBraTS" / "plans.json"),
-        ("training curves", model_folder / "fold_0" / "progress.png"),
-        ("training log", model_folder / "fold_0" / "training_log.txt"),
-        ("checkpoint", model_folder / "fold_0" / "checkpoint_final.pth"),
+        ("training curves", fold_0 / "progress.png"),
+        ("training log", fold_0 / "training_log.txt"),
+        ("checkpoint", fold_0 / FINAL),
         ("predictions", predictions), ("evaluation", summary_file), ("overlay pictures", overlays),
     ]:
         print(f"    {what:18s} {path}")

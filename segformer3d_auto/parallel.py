@@ -1,10 +1,11 @@
 """Per-case work in parallel processes, with a progress bar: one pool reused across a command's stages.
 
-On Linux the workers are forked when the pool first gets work, which is before the parent has run any PyTorch
-computation (the commands create the pool first), so they inherit the imports instead of paying seconds of
-``import torch`` each; elsewhere they are spawned. Each worker is pinned to one thread, so ``-np`` processes use
-``-np`` cores, and the pool is reused across a command's stages. Workers end with the command, however it ends
-(see :mod:`segformer3d_auto.worker_lifetime`).
+This is the package's one process pool for per-case work (fingerprint, preprocessing, evaluation, the
+postprocessing choice, MSD conversion, dataset verification). On Linux the workers are forked when the pool first
+gets work, which is before the parent has run any PyTorch computation (the commands create the pool first), so
+they inherit the imports instead of paying seconds of ``import torch`` each; elsewhere they are spawned. Each
+worker is pinned to one thread, so ``-np`` processes use ``-np`` cores. Workers end with the command, however it
+ends (see :mod:`segformer3d_auto.worker_lifetime`).
 """
 
 from __future__ import annotations
@@ -20,28 +21,37 @@ from tqdm import tqdm
 
 from segformer3d_auto.worker_lifetime import end_with_parent
 
-_START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
+START_METHOD = "fork" if sys.platform.startswith("linux") else "spawn"
 
 
 def _init_worker(parent_pid: int) -> None:
-    """End with the parent process; one torch thread."""
-    import torch
-
+    """Worker initializer: end with the parent process; one compute thread, for torch as already imported (fork)
+    or as imported later (spawn: torch reads ``OMP_NUM_THREADS`` when it starts), without importing torch into
+    workers that never need it (MSD conversion, dataset verification)."""
     end_with_parent(parent_pid)
-    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
 
 
 class CaseMap:
     """``map`` over cases in ``num_processes`` processes (in this process when 1), with a progress bar.
 
     Use as a context manager; call ``map(fn, jobs, description)``. ``fn`` must be a module-level function.
+
+    Args:
+        num_processes: worker processes; 1 works in this process.
+        progress: show a progress bar; None shows it only on a terminal (tqdm's ``disable=None``).
+        unit: what the progress bar counts.
     """
 
-    def __init__(self, num_processes: int = 1, progress: bool = True) -> None:
+    def __init__(self, num_processes: int = 1, progress: bool | None = True, unit: str = "case") -> None:
         if num_processes < 1:
             raise ValueError(f"num_processes must be >= 1, got {num_processes}")
         self.num_processes = num_processes
         self.progress = progress
+        self.unit = unit
         self._pool: ProcessPoolExecutor | None = None
 
     def __enter__(self) -> CaseMap:
@@ -55,8 +65,8 @@ class CaseMap:
     def map(self, fn: Callable[[Any], Any], jobs: Iterable[Any], description: str = "cases") -> list[Any]:
         """``[fn(job) for job in jobs]``, in order."""
         jobs = list(jobs)
-        bar = tqdm(total=len(jobs), desc=description, unit="case", disable=not self.progress or not jobs,
-                   leave=False)
+        disable = True if not jobs else (None if self.progress is None else not self.progress)
+        bar = tqdm(total=len(jobs), desc=description, unit=self.unit, disable=disable, leave=False)
         try:
             if self.num_processes == 1 or len(jobs) <= 1:
                 results = []
@@ -66,7 +76,7 @@ class CaseMap:
                 return results
             if self._pool is None:
                 self._pool = ProcessPoolExecutor(
-                    self.num_processes, mp_context=multiprocessing.get_context(_START_METHOD),
+                    self.num_processes, mp_context=multiprocessing.get_context(START_METHOD),
                     initializer=_init_worker, initargs=(os.getpid(),),
                 )
             results = []

@@ -24,24 +24,26 @@ def _main(argv: list[str] | None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", help="dataset ID (501) or name (Dataset501_Name)")
     parser.add_argument("--folds", type=int, nargs="+", help="folds to merge (default: all folds of the split)")
-    parser.add_argument("--configuration", default="3d_fullres", help="plans configuration (default: %(default)s)")
+    parser.add_argument("--configuration", default=None,
+                        help="plans configuration (default: the one sf3d_plan_and_preprocess writes)")
     parser.add_argument("-np", "--num-processes", type=int, default=1, help="worker processes (default 1)")
     args = parser.parse_args(argv)
 
     from segformer3d_auto.errors import InputError
-    from segformer3d_auto.paths import preprocessed_root, resolve_dataset_name, results_root
+    from segformer3d_auto.model_folder import model_folder_for, postprocessing_file
+    from segformer3d_auto.paths import preprocessed_root, resolve_dataset_name
+    from segformer3d_auto.planners.planner import CONFIGURATION
     from segformer3d_auto.training.crossval import run_crossval
-    from segformer3d_auto.training.setup import MODEL_SUBFOLDER
 
     name = resolve_dataset_name(args.dataset)
-    model_folder = results_root() / name / MODEL_SUBFOLDER.format(configuration=args.configuration)
+    model_folder = model_folder_for(name, args.configuration or CONFIGURATION)
     if not (model_folder / "dataset.json").is_file():
         raise InputError(f"{model_folder}: no trained model; run sf3d_train {name} FOLD first")
     result = run_crossval(model_folder, preprocessed_root() / name, args.folds, args.num_processes)
     dice = result["summary"]["foreground_mean"].get("Dice", float("nan"))
     pp = result["postprocessing"]
     print(f"{name}: cross-validation mean foreground Dice {dice:.4f}; postprocessing "
-          f"{ {k: v for k, v in pp.items() if k != 'trials'} } -> {model_folder / 'crossval' / 'postprocessing.json'}")
+          f"{ {k: v for k, v in pp.items() if k != 'trials'} } -> {postprocessing_file(model_folder)}")
     return 0
 
 

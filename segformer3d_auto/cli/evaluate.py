@@ -50,16 +50,16 @@ def _main(argv: list[str] | None) -> int:
         parser.error("-np/--num-processes must be >= 1")
 
     from segformer3d_auto.dataset.dataset_json import load_dataset_json
-    from segformer3d_auto.evaluation.evaluate_folder import class_key, evaluate_folder
+    from segformer3d_auto.dataset.labels import LabelManager, class_key
+    from segformer3d_auto.evaluation.evaluate_folder import evaluate_folder
+    from segformer3d_auto.parallel import CaseMap
 
     dataset_json_path = args.dataset_json or _find_dataset_json(args.dataset)
     dataset_json = load_dataset_json(dataset_json_path)
     output = args.output or args.pred_dir / "summary.json"
-    summary = evaluate_folder(args.ref_dir, args.pred_dir, dataset_json, output_file=output,
-                              num_processes=args.num_processes, allow_missing=args.allow_missing)
-
-    from segformer3d_auto.dataset.labels import LabelManager
-
+    with CaseMap(args.num_processes, progress=args.num_processes > 1) as pool:
+        summary = evaluate_folder(args.ref_dir, args.pred_dir, dataset_json, output_file=output, pool=pool,
+                                  allow_missing=args.allow_missing)
     label_manager = LabelManager.from_dataset_json(dataset_json)
     names = {class_key(c): n for c, n in zip(label_manager.classes_or_regions, label_manager.names)}
     print(format_table(summary, names))

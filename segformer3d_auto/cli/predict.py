@@ -58,9 +58,9 @@ def _main(argv: list[str] | None) -> int:
                         help="where the network runs (default: cuda when available, else cpu)")
     parser.add_argument("--num-parts", type=int, default=1, metavar="N", help="split the cases into N shards")
     parser.add_argument("--part-id", type=int, default=0, metavar="I", help="which shard to predict (0..N-1)")
-    parser.add_argument("-np", "--num-processes", type=int, default=1, metavar="N",
-                        help="cases read and preprocessed ahead while the network runs (default 1; 0 uses the "
-                             "least memory)")
+    parser.add_argument("--read-ahead", type=int, default=1, metavar="N",
+                        help="cases read and preprocessed ahead, in threads, while the network runs (default 1; 0 "
+                             "uses the least memory)")
     parser.add_argument("--disable-progress-bar", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     if not 0 < args.step_size <= 1:
@@ -69,12 +69,12 @@ def _main(argv: list[str] | None) -> int:
         parser.error("--sw-batch-size must be >= 1")
     if args.num_parts < 1 or not 0 <= args.part_id < args.num_parts:
         parser.error("need --num-parts >= 1 and 0 <= --part-id < --num-parts")
-    if args.num_processes < 0:
-        parser.error("-np/--num-processes must be >= 0")
+    if args.read_ahead < 0:
+        parser.error("--read-ahead must be >= 0")
 
-    from segformer3d_auto.inference.model_folder import find_model_folder
     from segformer3d_auto.inference.predict_folder import predict_folder
     from segformer3d_auto.inference.predictor import Predictor
+    from segformer3d_auto.model_folder import find_model_folder
 
     model_folder = args.model_folder or find_model_folder(args.dataset)
     predictor = Predictor(model_folder, folds=args.folds, checkpoint=args.checkpoint, step_size=args.step_size,
@@ -84,7 +84,7 @@ def _main(argv: list[str] | None) -> int:
           f"TTA {'on' if predictor.mirror_axes else 'off'}")
     written = predict_folder(predictor, args.input, args.output, save_probabilities=args.save_probabilities,
                              continue_prediction=args.continue_prediction, num_parts=args.num_parts,
-                             part_id=args.part_id, num_processes=args.num_processes,
+                             part_id=args.part_id, read_ahead=args.read_ahead,
                              progress=not args.disable_progress_bar)
     print(f"wrote {len(written)} prediction(s) to {args.output}")
     return 0

@@ -28,7 +28,8 @@ def _main(argv: list[str] | None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", help="dataset ID (501) or name (Dataset501_Name)")
     parser.add_argument("fold", help="0..4, fold0..fold4, or all")
-    parser.add_argument("--configuration", default="3d_fullres", help="plans configuration (default: %(default)s)")
+    parser.add_argument("--configuration", default=None,
+                        help="plans configuration (default: the one sf3d_plan_and_preprocess writes)")
     parser.add_argument("--epochs", type=int, help="number of epochs (default 250)")
     parser.add_argument("--iterations-per-epoch", type=int, help="training steps per epoch (default 100)")
     parser.add_argument("--val-iterations", type=int, help="pseudo-Dice batches per epoch (default 20)")
@@ -69,9 +70,10 @@ def _main(argv: list[str] | None) -> int:
         raise InputError("--device cuda: no CUDA device available")
     options = {k: getattr(args, k) for k in ("epochs", "iterations_per_epoch", "val_iterations", "batch_size", "lr",
                                               "weight_decay", "warmup_epochs", "grad_clip", "save_every",
-                                              "mixed_precision", "num_workers", "seed", "pretrained")}
+                                              "mixed_precision", "num_workers", "seed", "pretrained",
+                                              "configuration")}
     try:
-        config = TrainConfig(dataset_name="", fold=fold, configuration=args.configuration, device=device,
+        config = TrainConfig(dataset_name="", fold=fold, device=device,
                              compile=args.compile, validate_only=args.validate_only,
                              **{k: v for k, v in options.items() if v is not None})
     except ValueError as e:

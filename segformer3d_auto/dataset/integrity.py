@@ -8,13 +8,9 @@ inf, and truncated pixel data, which a header cannot reveal. Each problem is one
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from segformer3d_auto.dataset.dataset_json import CaseFiles, list_training_cases, num_channels
 from segformer3d_auto.dataset.image_io import (
@@ -26,7 +22,7 @@ from segformer3d_auto.dataset.image_io import (
 from segformer3d_auto.dataset.labels import LabelManager
 from segformer3d_auto.dataset.naming import parse_channel_file_name, visible_files
 from segformer3d_auto.errors import InputError
-from segformer3d_auto.worker_lifetime import end_with_parent
+from segformer3d_auto.parallel import CaseMap
 
 
 def check_dataset(raw_dataset_folder: str | Path, dataset_json: dict, verify: bool = False,
@@ -136,23 +132,8 @@ def _header_or_problem(path: Path, problems: list[str]) -> dict | None:
 
 def _verify_cases(cases: list[CaseFiles], declared: list[int], num_processes: int) -> list[str]:
     jobs = [(case, declared) for case in cases]
-    bar = tqdm(total=len(jobs), desc="verifying cases", unit="case", disable=None)
-    problems: list[str] = []
-    try:
-        if num_processes == 1 or len(jobs) == 1:
-            for job in jobs:
-                problems += _verify_case(job)
-                bar.update()
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(num_processes, len(jobs)), mp_context=context,
-                                     initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
-                for result in pool.map(_verify_case, jobs):
-                    problems += result
-                    bar.update()
-    finally:
-        bar.close()
-    return problems
+    with CaseMap(num_processes, progress=None) as pool:
+        return [problem for result in pool.map(_verify_case, jobs, "verifying cases") for problem in result]
 
 
 def _verify_case(job: tuple[CaseFiles, list[int]]) -> list[str]:

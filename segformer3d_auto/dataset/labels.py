@@ -97,25 +97,6 @@ class LabelManager:
             out[i] = seg == value
         return out
 
-    def probabilities_to_segmentation(self, probs: np.ndarray) -> np.ndarray:
-        """Turn per-head probabilities (heads, ...) into a label map of label values.
-
-        Labels: argmax over the heads. Regions: each region's channel above 0.5 is painted with its
-        ``regions_class_order`` value, in channel order, so later (inner) regions overwrite earlier ones.
-        """
-        probs = np.asarray(probs)
-        if probs.ndim < 1 or probs.shape[0] != self.num_segmentation_heads:
-            raise ValueError(f"expected {self.num_segmentation_heads} channels first, got shape {probs.shape}")
-        if self.has_regions:
-            top = max(self.regions_class_order, default=0)
-            seg = np.zeros(probs.shape[1:], dtype=np.uint8 if top < 256 else np.uint16)
-            for channel, value in zip(probs, self.regions_class_order):
-                seg[channel > 0.5] = value
-            return seg
-        lut = np.asarray(self.head_values)
-        lut = lut.astype(np.uint8 if lut.max() < 256 else np.uint16)
-        return lut[np.argmax(probs, axis=0)]
-
     def __repr__(self) -> str:
         kind = "regions" if self.has_regions else "labels"
         return (f"LabelManager({kind}={self.classes_or_regions}, names={self.names}, "
@@ -184,6 +165,22 @@ def _as_tuple(value: int | Sequence[int]) -> tuple[int, ...]:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def region_or_label_to_mask(seg: np.ndarray, label_or_region: int | Sequence[int]) -> np.ndarray:
+    """Boolean mask of one label (``seg == label``) or one region (``seg`` in any of the region's labels).
+
+    Args:
+        seg: integer label map.
+        label_or_region: a label value, or a region given as a tuple or list of label values.
+    """
+    if isinstance(label_or_region, (tuple, list)):
+        if len(label_or_region) == 0:
+            raise ValueError("a region needs at least one label value, got an empty tuple")
+        if len(label_or_region) == 1:
+            return seg == label_or_region[0]
+        return np.isin(seg, np.asarray(label_or_region))
+    return seg == label_or_region
 
 
 def class_key(label_or_region: int | Sequence[int]) -> str:

@@ -12,23 +12,20 @@ half-dataset that looks finished, and running the command again completes it.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import re
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-from tqdm import tqdm
 
 from segformer3d_auto.atomic import atomic_path, read_json, write_json
 from segformer3d_auto.dataset.dataset_json import dataset_json_problem
 from segformer3d_auto.dataset.naming import channel_file_name, visible_files
 from segformer3d_auto.errors import InputError
+from segformer3d_auto.parallel import CaseMap
 from segformer3d_auto.paths import all_roots, dataset_name, list_datasets, parse_dataset_name, raw_root
-from segformer3d_auto.worker_lifetime import end_with_parent
 
 _TASK = re.compile(r"^Task(\d+)_(.+)$")
 _ENDING = ".nii.gz"
@@ -41,7 +38,7 @@ def convert_msd(task_folder: str | Path, dataset_id: int | None = None, num_proc
     Args:
         task_folder: the MSD task folder (``imagesTr``, ``labelsTr``, optional ``imagesTs``, ``dataset.json``).
         dataset_id: target ID; by default the task number (``Task05_Prostate`` -> 5).
-        num_processes: worker processes (spawned) for splitting the images.
+        num_processes: worker processes for splitting the images.
 
     Raises:
         InputError: the folder is not an MSD task, a case is inconsistent with ``modality`` or lacks its
@@ -65,20 +62,8 @@ def convert_msd(task_folder: str | Path, dataset_id: int | None = None, num_proc
         raise InputError(f"{source / 'dataset.json'}: cannot convert: {problem}")
     channels = len(msd_json["modality"])
     jobs = _plan_jobs(source, partial, channels)
-    bar = tqdm(total=len(jobs), desc=f"converting {source.name}", unit="file", disable=None)
-    try:
-        if num_processes == 1 or len(jobs) <= 1:
-            for job in jobs:
-                _convert_file(job)
-                bar.update()
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(min(num_processes, len(jobs)), mp_context=context,
-                                     initializer=end_with_parent, initargs=(os.getpid(),)) as pool:
-                for _ in pool.map(_convert_file, jobs):
-                    bar.update()
-    finally:
-        bar.close()
+    with CaseMap(num_processes, progress=None, unit="file") as pool:
+        pool.map(_convert_file, jobs, f"converting {source.name}")
     write_json(converted, partial / "dataset.json")
     _remove_stale_temporaries(partial)
     os.replace(partial, target)

@@ -21,10 +21,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
-from segformer3d_auto.dataset.labels import class_key
+from segformer3d_auto.atomic import atomic_path, write_json
+from segformer3d_auto.dataset.dataset_json import load_dataset_json
+from segformer3d_auto.dataset.image_io import geometry_difference, read_segmentation
+from segformer3d_auto.dataset.labels import LabelManager, class_key, region_or_label_to_mask
+from segformer3d_auto.dataset.naming import visible_files
 from segformer3d_auto.errors import InputError
-from segformer3d_auto.evaluation.metrics import METRIC_KEYS, compute_metrics, region_or_label_to_mask
+from segformer3d_auto.evaluation.metrics import METRIC_KEYS, compute_metrics
+from segformer3d_auto.parallel import CaseMap
 
 ClassSpec = int | tuple[int, ...]
 
@@ -32,10 +38,10 @@ ClassSpec = int | tuple[int, ...]
 def evaluate_folder(
     ref_dir: str | os.PathLike,
     pred_dir: str | os.PathLike,
-    dataset_json_or_label_manager: object,
+    dataset_json_or_label_manager: LabelManager | Mapping | str | os.PathLike,
     file_ending: str | None = None,
     output_file: str | os.PathLike | None = None,
-    num_processes: int = 1,
+    pool: CaseMap | None = None,
     allow_missing: bool = False,
     include_hd95: bool = True,
 ) -> dict:
@@ -49,7 +55,7 @@ def evaluate_folder(
         file_ending: e.g. ``".nii.gz"``; None takes ``file_ending`` from the dataset.json.
         output_file: where to write ``summary.json`` (atomically); the CSV goes beside it with the ending
             ``.csv``. None writes nothing.
-        num_processes: worker processes (spawned); above 1 a progress bar is shown.
+        pool: the worker processes to use (a command's shared :class:`CaseMap`); None works in this process.
         allow_missing: evaluate only the references that have a prediction instead of failing.
         include_hd95: False skips HD95 (NaN), for quick Dice-only evaluations.
 
@@ -61,8 +67,6 @@ def evaluate_folder(
             missing (unless ``allow_missing``), a file is unreadable, or a prediction's shape, spacing,
             origin or direction differs from its reference's.
     """
-    if num_processes < 1:
-        raise ValueError(f"num_processes must be >= 1, got {num_processes}")
     label_manager, dataset_ending = _label_manager(dataset_json_or_label_manager)
     file_ending = file_ending or dataset_ending
     if not file_ending:
@@ -70,7 +74,7 @@ def evaluate_folder(
     pairs = match_files(ref_dir, pred_dir, file_ending, allow_missing)
     classes = list(label_manager.classes_or_regions)
     jobs = [(ref, pred, classes, label_manager.ignore_label, include_hd95) for ref, pred in pairs]
-    per_case = map_cases(evaluate_case_job, jobs, num_processes, "evaluating")
+    per_case = (pool or CaseMap(1, progress=False)).map(evaluate_case_job, jobs, "evaluating")
     keys = [class_key(c) for c in classes]
     mean, foreground_mean = aggregate(per_case, keys)
     summary = {"metric_per_case": per_case, "mean": mean, "foreground_mean": foreground_mean}
@@ -88,8 +92,6 @@ def match_files(
         InputError: a folder is missing, ``ref_dir`` holds no ``*{file_ending}`` file, a prediction is
             missing (unless ``allow_missing``), or no reference has a prediction at all.
     """
-    from segformer3d_auto.dataset.naming import visible_files
-
     ref_dir, pred_dir = Path(ref_dir), Path(pred_dir)
     for folder, what in ((ref_dir, "reference"), (pred_dir, "prediction")):
         if not folder.is_dir():
@@ -120,24 +122,40 @@ def evaluate_case(
     Raises:
         InputError: a file is unreadable, or the prediction's geometry differs from the reference's.
     """
-    from segformer3d_auto.dataset.image_io import geometry_difference, read_segmentation
+    ref, pred, spacing = read_case_pair(ref_file, pred_file)
+    metrics = case_metrics(ref, pred, spacing, classes, ignore_label, include_hd95)
+    return {"reference_file": str(ref_file), "prediction_file": str(pred_file), "metrics": metrics}
 
+
+def read_case_pair(ref_file: str | os.PathLike, pred_file: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, list]:
+    """Reference and prediction label maps and the spacing, after checking that their geometries agree.
+
+    Raises:
+        InputError: a file is unreadable, or the prediction's geometry differs from the reference's.
+    """
     ref, ref_props = read_segmentation(ref_file)
     pred, pred_props = read_segmentation(pred_file)
     difference = geometry_difference(pred_props, ref_props)
     if difference is not None:
         raise InputError(f"{pred_file}: geometry differs from the reference {ref_file}: {difference}")
+    return ref, pred, ref_props["spacing"]
+
+
+def case_metrics(
+    ref: np.ndarray,
+    pred: np.ndarray,
+    spacing: Sequence[float],
+    classes: Sequence[ClassSpec],
+    ignore_label: int | None = None,
+    include_hd95: bool = True,
+) -> dict[str, dict[str, float]]:
+    """``{class key: metrics}`` of label maps already in memory (what :func:`evaluate_case` computes per file)."""
     valid = None if ignore_label is None else ref != ignore_label
-    metrics = {}
-    for label_or_region in classes:
-        metrics[class_key(label_or_region)] = compute_metrics(
-            region_or_label_to_mask(ref, label_or_region),
-            region_or_label_to_mask(pred, label_or_region),
-            ref_props["spacing"],
-            valid,
-            include_hd95=include_hd95,
-        )
-    return {"reference_file": str(ref_file), "prediction_file": str(pred_file), "metrics": metrics}
+    return {
+        class_key(c): compute_metrics(region_or_label_to_mask(ref, c), region_or_label_to_mask(pred, c), spacing,
+                                      valid, include_hd95=include_hd95)
+        for c in classes
+    }
 
 
 def evaluate_case_job(job: tuple) -> dict:
@@ -163,10 +181,6 @@ def write_summary(
     file_ending: str = "",
 ) -> None:
     """Write ``summary.json`` and, beside it with the ending ``.csv``, one CSV row per case and class."""
-    import pandas as pd
-
-    from segformer3d_auto.atomic import atomic_path, write_json
-
     output_file = Path(output_file)
     names = names or {}
     rows = []
@@ -183,15 +197,11 @@ def write_summary(
         pd.DataFrame(rows).to_csv(tmp, index=False)
 
 
-def _label_manager(spec: object) -> tuple[object, str | None]:
+def _label_manager(spec: LabelManager | Mapping | str | os.PathLike) -> tuple[LabelManager, str | None]:
     """A LabelManager and the dataset's file ending (None when only a LabelManager was given)."""
-    from segformer3d_auto.dataset.labels import LabelManager
-
     if isinstance(spec, LabelManager):
         return spec, None
     if isinstance(spec, (str, os.PathLike)):
-        from segformer3d_auto.dataset.dataset_json import load_dataset_json
-
         spec = load_dataset_json(spec)
     if isinstance(spec, Mapping):
         if "labels" not in spec:
@@ -209,10 +219,3 @@ def nanmean(values: Sequence[float]) -> float:
         warnings.simplefilter("ignore", RuntimeWarning)
         return float(np.nanmean(array))
 
-
-def map_cases(function, jobs: list, num_processes: int, description: str) -> list:
-    """``[function(job) for job in jobs]`` in ``num_processes`` worker processes, with a progress bar."""
-    from segformer3d_auto.parallel import CaseMap
-
-    with CaseMap(num_processes, progress=num_processes > 1) as pool:
-        return pool.map(function, jobs, description)

@@ -18,28 +18,13 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
+from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice, get_bbox_from_mask, pad_bbox
 from scipy import ndimage
 
 #: Keys of the dict that :func:`compute_metrics` returns, in the order they are reported.
 METRIC_KEYS: tuple[str, ...] = (
     "Dice", "IoU", "HD95", "TP", "FP", "FN", "TN", "n_ref", "n_pred", "volume_ref_ml", "volume_pred_ml",
 )
-
-
-def region_or_label_to_mask(seg: np.ndarray, label_or_region: int | Sequence[int]) -> np.ndarray:
-    """Boolean mask of one label (``seg == label``) or one region (``seg`` in any of the region's labels).
-
-    Args:
-        seg: integer label map.
-        label_or_region: a label value, or a region given as a tuple or list of label values.
-    """
-    if isinstance(label_or_region, (tuple, list)):
-        if len(label_or_region) == 0:
-            raise ValueError("a region needs at least one label value, got an empty tuple")
-        if len(label_or_region) == 1:
-            return seg == label_or_region[0]
-        return np.isin(seg, np.asarray(label_or_region))
-    return seg == label_or_region
 
 
 def confusion_counts(ref: np.ndarray, pred: np.ndarray, valid: np.ndarray | None = None) -> dict[str, int]:
@@ -96,7 +81,7 @@ def hd95(
         return image_diagonal_mm(ref.shape, spacing)
     # Both surfaces lie inside the union's bounding box, so the nearest-surface search never needs to look
     # outside it; the one-voxel margin keeps the erosion's notion of "border" the same as on the full image.
-    box = _bounding_box(ref | pred, margin=1)
+    box = bounding_box_to_slice(pad_bbox(get_bbox_from_mask(ref | pred), 1, ref.shape))
     ref_surface = _surface(ref[box])
     pred_surface = _surface(pred[box])
     to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing)[ref_surface]
@@ -147,16 +132,6 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     """Voxels of ``mask`` that touch background through a face (6-neighbourhood in 3D)."""
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
-
-
-def _bounding_box(mask: np.ndarray, margin: int) -> tuple[slice, ...]:
-    """Slices of the smallest box holding ``mask``, grown by ``margin`` voxels and clipped to the array."""
-    box = []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=other))
-        box.append(slice(max(int(hits[0]) - margin, 0), min(int(hits[-1]) + 1 + margin, mask.shape[axis])))
-    return tuple(box)
 
 
 def _check_masks(ref: np.ndarray, pred: np.ndarray, valid: np.ndarray | None) -> None:

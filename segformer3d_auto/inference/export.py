@@ -21,12 +21,11 @@ import numpy as np
 import torch
 
 from segformer3d_auto.atomic import atomic_path
-from segformer3d_auto.dataset.image_io import write_segmentation
+from segformer3d_auto.dataset.image_io import file_ending, write_segmentation
+from segformer3d_auto.dataset.labels import LabelManager
+from segformer3d_auto.planners.planner import CONFIGURATION
 from segformer3d_auto.preprocessing.cropping import uncrop
-from segformer3d_auto.preprocessing.resampling import resample
-
-PROBABILITY_RESAMPLING = {"order": 1, "order_z": 0, "force_separate_z": None, "anisotropy_threshold": 3.0}
-"""nnU-Net's defaults for probability maps: linear in-plane, nearest along a separated low-resolution axis."""
+from segformer3d_auto.preprocessing.resampling import resample, resampling_settings
 
 _REQUIRED_PROPERTIES = ("shape_before_cropping", "bbox_used_for_cropping",
                         "shape_after_cropping_and_before_resampling", "spacing_transposed")
@@ -36,8 +35,8 @@ def export_prediction(
     probabilities: torch.Tensor | np.ndarray,
     properties: Mapping[str, Any],
     plans: Mapping[str, Any],
-    label_manager: Any,
-    configuration: str = "3d_fullres",
+    label_manager: LabelManager,
+    configuration: str = CONFIGURATION,
     return_probabilities: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Turn network-grid probabilities into a label map (and optionally probabilities) in the input's geometry.
@@ -67,7 +66,7 @@ def export_prediction(
     config = plans["configurations"][configuration]
     cropped_shape = [int(s) for s in properties["shape_after_cropping_and_before_resampling"]]
     grid_spacing = [float(s) for s in properties.get("spacing_after_resampling", config["spacing"])]
-    resampling = {**PROBABILITY_RESAMPLING, **dict(config.get("resampling", {}).get("probabilities", {}))}
+    resampling = resampling_settings(config, "probabilities")
 
     seg = np.zeros(cropped_shape, dtype=_label_dtype(label_manager))
     best = None if label_manager.has_regions else np.empty(cropped_shape, dtype=np.float32)
@@ -127,8 +126,6 @@ def write_prediction(
 
 def probability_file(output_file: str | Path) -> Path:
     """The ``.npz`` written beside a label map: ``case.nii.gz`` -> ``case.npz``."""
-    from segformer3d_auto.dataset.image_io import file_ending
-
     output_file = Path(output_file)
     ending = file_ending(output_file) or output_file.suffix
     return output_file.with_name(output_file.name[: len(output_file.name) - len(ending)] + ".npz")
@@ -141,6 +138,6 @@ def _channel_to_numpy(probabilities: torch.Tensor | np.ndarray, head: int) -> np
     return np.asarray(probabilities[head], dtype=np.float32)
 
 
-def _label_dtype(label_manager: Any) -> np.dtype:
+def _label_dtype(label_manager: LabelManager) -> np.dtype:
     values = label_manager.regions_class_order if label_manager.has_regions else label_manager.head_values
     return np.dtype(np.uint8 if max(values, default=0) < 256 else np.uint16)

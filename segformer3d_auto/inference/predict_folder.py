@@ -17,19 +17,23 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from segformer3d_auto.dataset.dataset_json import CaseFiles
+from segformer3d_auto.atomic import read_json, write_json
+from segformer3d_auto.dataset.dataset_json import CaseFiles, list_image_cases
+from segformer3d_auto.dataset.image_io import geometry_difference, read_image_header
 from segformer3d_auto.errors import InputError
+from segformer3d_auto.inference.export import probability_file, write_prediction
+from segformer3d_auto.inference.predictor import Predictor
 
 
 def predict_folder(
-    predictor: object,
+    predictor: Predictor,
     input_folder: str | Path,
     output_folder: str | Path,
     save_probabilities: bool = False,
     continue_prediction: bool = False,
     num_parts: int = 1,
     part_id: int = 0,
-    num_processes: int = 1,
+    read_ahead: int = 1,
     progress: bool = True,
 ) -> list[Path]:
     """Predict every case of ``input_folder`` with a ``Predictor`` into ``output_folder``.
@@ -43,7 +47,7 @@ def predict_folder(
         continue_prediction: skip cases whose outputs already exist.
         num_parts: number of shards the cases are split into.
         part_id: which shard this call predicts, ``0 <= part_id < num_parts``.
-        num_processes: cases read and preprocessed ahead in background threads while the network runs
+        read_ahead: cases read and preprocessed ahead in background threads while the network runs
             (0: one case at a time, the least memory).
         progress: show a progress bar over the cases (and per case over the windows).
 
@@ -56,8 +60,8 @@ def predict_folder(
     """
     if num_parts < 1 or not 0 <= part_id < num_parts:
         raise ValueError(f"need num_parts >= 1 and 0 <= part_id < num_parts, got {num_parts} and {part_id}")
-    if num_processes < 0:
-        raise ValueError(f"num_processes must be >= 0, got {num_processes}")
+    if read_ahead < 0:
+        raise ValueError(f"read_ahead must be >= 0, got {read_ahead}")
     cases = check_inputs(input_folder, predictor.file_ending, predictor.num_input_channels)
     output_folder = Path(output_folder)
     check_output_folder(output_folder)
@@ -71,8 +75,8 @@ def predict_folder(
         todo.append((case, output))
     written = []
     bar = tqdm(total=len(todo), desc="cases", unit="case", disable=not progress)
-    in_flight = num_processes + 1  # the case being predicted plus those preprocessed ahead
-    with ThreadPoolExecutor(max_workers=max(1, num_processes)) as pool:
+    in_flight = read_ahead + 1  # the case being predicted plus those preprocessed ahead
+    with ThreadPoolExecutor(max_workers=max(1, read_ahead)) as pool:
         ahead: deque[tuple[Path, Future]] = deque()
         queue = iter(todo)
         while True:
@@ -91,8 +95,6 @@ def predict_folder(
             bar.set_postfix_str(output.name)
             seg, probabilities = predictor.predict_preprocessed(data, properties, save_probabilities)
             del data
-            from segformer3d_auto.inference.export import write_prediction
-
             write_prediction(seg, properties, output, probabilities)
             del seg, probabilities
             written.append(output)
@@ -108,8 +110,6 @@ def check_inputs(input_folder: str | Path, file_ending: str, num_channels: int) 
         InputError: naming the file: empty or missing folder, misnamed file, a channel beyond the model's or
             missing, an unreadable header, a non-3D image, or channels whose geometry differs.
     """
-    from segformer3d_auto.dataset.dataset_json import list_image_cases
-    from segformer3d_auto.dataset.image_io import geometry_difference, read_image_header
 
     cases = list_image_cases(input_folder, file_ending, num_channels)
     for case in cases:
@@ -142,15 +142,11 @@ def check_output_folder(output_folder: str | Path) -> None:
 
 
 def _finished(output: Path, save_probabilities: bool) -> bool:
-    from segformer3d_auto.inference.export import probability_file
-
     return output.is_file() and (not save_probabilities or probability_file(output).is_file())
 
 
 def _remove_stale_temporaries(output: Path) -> None:
     """Delete temporary files a killed run left for this output (``.{name}.XXXX`` beside it)."""
-    from segformer3d_auto.inference.export import probability_file
-
     for target in (output, probability_file(output)):
         for stale in target.parent.glob(f".{target.name}.*"):
             stale.unlink(missing_ok=True)
@@ -158,8 +154,6 @@ def _remove_stale_temporaries(output: Path) -> None:
 
 def _copy_model_files(model_folder: Path, output_folder: Path) -> None:
     """Copy plans.json and dataset.json beside the predictions, so the folder says what made it."""
-    from segformer3d_auto.atomic import read_json, write_json
-
     for name in ("plans.json", "dataset.json"):
         source = Path(model_folder) / name
         if source.is_file():

@@ -18,8 +18,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from segformer3d_auto.atomic import read_json
+from segformer3d_auto.checkpoint import load_network_weights
+from segformer3d_auto.dataset.dataset_json import load_dataset_json
+from segformer3d_auto.dataset.image_io import read_images
+from segformer3d_auto.dataset.labels import LabelManager
 from segformer3d_auto.errors import InputError
-from segformer3d_auto.inference import model_folder as mf
+from segformer3d_auto.inference.export import export_prediction, write_prediction
+from segformer3d_auto.inference.postprocessing import apply_postprocessing, load_postprocessing
+from segformer3d_auto.inference.sliding_window import sliding_window_predict
+from segformer3d_auto.model import create_model
+from segformer3d_auto.model_folder import available_folds, checkpoint_file, postprocessing_file
+from segformer3d_auto.planners.planner import CONFIGURATION
+from segformer3d_auto.preprocessing.case_preprocessor import preprocess_case
 
 _SLAB = 16  # z-slices per step when turning logits into probabilities: bounded temporaries in float32
 
@@ -28,7 +39,7 @@ class Predictor:
     """Predicts with the folds of one trained model folder.
 
     Args:
-        model_folder: ``.../DatasetXXX_Name/SegFormer3D__3d_fullres``.
+        model_folder: a model folder (see ``model_folder.py``).
         folds: folds to ensemble; None takes every ``fold_N`` folder present.
         checkpoint: ``"final"`` or ``"best"`` (or ``"latest"``, or a file name inside ``fold_N``).
         step_size: sliding-window step as a fraction of the patch, in (0, 1].
@@ -53,17 +64,12 @@ class Predictor:
         sw_batch_size: int = 1,
         device: str | torch.device | None = None,
         progress: bool = False,
-        configuration: str = "3d_fullres",
+        configuration: str = CONFIGURATION,
     ) -> None:
         if not 0 < step_size <= 1:
             raise ValueError(f"step_size must be in (0, 1], got {step_size}")
         if sw_batch_size < 1:
             raise ValueError(f"sw_batch_size must be >= 1, got {sw_batch_size}")
-        from segformer3d_auto.atomic import read_json
-        from segformer3d_auto.dataset.dataset_json import load_dataset_json
-        from segformer3d_auto.dataset.labels import LabelManager
-        from segformer3d_auto.model import create_model
-
         self.model_folder = Path(model_folder)
         plans_file = self.model_folder / "plans.json"
         if not plans_file.is_file():
@@ -72,31 +78,31 @@ class Predictor:
         if configuration not in self.plans.get("configurations", {}):
             raise InputError(f"{plans_file}: no configuration {configuration!r}")
         self.configuration_name = configuration
-        self.config: dict[str, Any] = self.plans["configurations"][configuration]
+        self.plan: dict[str, Any] = self.plans["configurations"][configuration]
         self.dataset_json = load_dataset_json(self.model_folder / "dataset.json")
         self.label_manager = LabelManager.from_dataset_json(self.dataset_json)
         self.num_input_channels = len(self.dataset_json["channel_names"])
         self.file_ending: str = self.dataset_json["file_ending"]
 
-        self.folds = list(mf.available_folds(self.model_folder) if folds is None else folds)
+        self.folds = list(available_folds(self.model_folder) if folds is None else folds)
         if not self.folds:
             raise InputError(f"{self.model_folder}: no fold_N folders with trained checkpoints")
-        self.fold_weights = [mf.load_network_weights(mf.checkpoint_file(self.model_folder, f, checkpoint))
+        self.fold_weights = [load_network_weights(checkpoint_file(self.model_folder, f, checkpoint))
                              for f in self.folds]
         self.device = _pick_device(device)
-        network = self.config["network"]
+        network = self.plan["network"]
         self.network = create_model(network["name"], **network.get("kwargs", {}))
         for fold, weights in zip(self.folds, self.fold_weights):
             try:
                 self.network.load_state_dict(weights)
             except RuntimeError as e:
-                path = mf.checkpoint_file(self.model_folder, fold, checkpoint)
+                path = checkpoint_file(self.model_folder, fold, checkpoint)
                 raise InputError(f"{path}: weights do not fit the planned network ({str(e).splitlines()[0]})") \
                     from None
         self.network.eval().to(self.device)
-        self.patch_size = [int(p) for p in self.config["patch_size"]]
+        self.patch_size = [int(p) for p in self.plan["patch_size"]]
         self.step_size = float(step_size)
-        self.mirror_axes = tuple(self.config.get("mirror_axes", (0, 1, 2))) if use_mirroring else None
+        self.mirror_axes = tuple(self.plan.get("mirror_axes", (0, 1, 2))) if use_mirroring else None
         self.sw_batch_size = int(sw_batch_size)
         self.progress = progress
         self.postprocessing = self._load_postprocessing()
@@ -132,8 +138,6 @@ class Predictor:
 
     def preprocess(self, image: np.ndarray, properties: dict) -> tuple[np.ndarray, dict]:
         """Preprocess a raw image ``(c, z, y, x)`` as in training; returns the data and export properties."""
-        from segformer3d_auto.preprocessing.case_preprocessor import preprocess_case
-
         if image.ndim != 4 or image.shape[0] != self.num_input_channels:
             raise ValueError(f"image must be ({self.num_input_channels}, z, y, x), got {image.shape}")
         data, _, props = preprocess_case(image, None, properties, self.plans, self.configuration_name)
@@ -145,8 +149,6 @@ class Predictor:
         Raises:
             InputError: a channel file is unreadable, or their number is not the model's channel count.
         """
-        from segformer3d_auto.dataset.image_io import read_images
-
         image_files = [Path(p) for p in image_files]
         if len(image_files) != self.num_input_channels:
             raise InputError(f"{image_files[0] if image_files else '(no files)'}: {len(image_files)} channel "
@@ -158,15 +160,11 @@ class Predictor:
         self, data: np.ndarray, properties: dict, return_probabilities: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Predict preprocessed data and export it to the original geometry (``preprocess``'s outputs)."""
-        from segformer3d_auto.inference.export import export_prediction
-
         probabilities = self.predict_probabilities(data)
         seg, probs = export_prediction(probabilities, properties, self.plans, self.label_manager,
                                        self.configuration_name, return_probabilities)
         del probabilities
         if self.postprocessing is not None:
-            from segformer3d_auto.inference.postprocessing import apply_postprocessing
-
             seg = apply_postprocessing(seg, self.postprocessing, self.label_manager)
         return seg, probs
 
@@ -180,8 +178,6 @@ class Predictor:
         Raises:
             InputError: a channel file is unreadable, or their number is not the model's channel count.
         """
-        from segformer3d_auto.inference.export import write_prediction
-
         data, props = self.preprocess_files(image_files)
         seg, probs = self.predict_preprocessed(data, props, save_probabilities)
         del data
@@ -205,8 +201,6 @@ class Predictor:
 
     def _fold_probabilities(self, data: torch.Tensor, on_device: bool) -> torch.Tensor:
         """One fold's probabilities, computed in place in the sliding window's accumulator."""
-        from segformer3d_auto.inference.sliding_window import sliding_window_predict
-
         network: Any = self.network
         accumulate_device, dtype = self.device, torch.float32
         if self.device.type == "cuda":
@@ -223,11 +217,9 @@ class Predictor:
         return logits_to_probabilities_(logits, self.label_manager.has_regions)
 
     def _load_postprocessing(self) -> dict | None:
-        path = self.model_folder / "crossval" / "postprocessing.json"
+        path = postprocessing_file(self.model_folder)
         if not path.is_file():
             return None
-        from segformer3d_auto.inference.postprocessing import load_postprocessing
-
         return load_postprocessing(path, self.label_manager)
 
 

@@ -17,24 +17,27 @@ import torch.nn.functional as F
 from torch import nn
 
 Grid = tuple[int, int, int]
-
-_attention: Callable[..., torch.Tensor] = F.scaled_dot_product_attention
+AttentionFunction = Callable[..., torch.Tensor]
 
 
 @contextmanager
-def attention_implementation(fn: Callable[..., torch.Tensor]) -> Iterator[None]:
-    """Use ``fn`` (same signature as ``F.scaled_dot_product_attention``) for attention inside the block.
+def attention_implementation(model: nn.Module, fn: AttentionFunction) -> Iterator[None]:
+    """Let every attention of ``model`` use ``fn`` (same signature as ``F.scaled_dot_product_attention``) inside
+    the ``with`` block; other models, and other threads' models, are untouched.
 
     The planner's memory estimate runs the network on the ``meta`` device, where PyTorch falls back to the
     math attention that stores the full score matrix; it swaps in a function that saves what the fused kernels
     used in training (CPU flash attention, CUDA flash/memory-efficient attention) save.
     """
-    global _attention
-    previous, _attention = _attention, fn
+    attentions = [m for m in model.modules() if isinstance(m, EfficientSelfAttention)]
+    previous = [m.attention_fn for m in attentions]
+    for m in attentions:
+        m.attention_fn = fn
     try:
         yield
     finally:
-        _attention = previous
+        for m, old in zip(attentions, previous):
+            m.attention_fn = old
 
 
 def to_3tuple(value: int | Sequence[int], name: str) -> tuple[int, int, int]:
@@ -157,6 +160,7 @@ class EfficientSelfAttention(nn.Module):
         self.q = nn.Linear(dim, dim, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=qkv_bias)
         self.attn_drop = attn_drop
+        self.attention_fn: AttentionFunction = F.scaled_dot_product_attention  # see attention_implementation
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
         if max(self.sr_ratio) > 1:
@@ -174,7 +178,7 @@ class EfficientSelfAttention(nn.Module):
             reduced = volume_to_tokens(self.sr(tokens_to_volume(x, grid)))
             x = self.norm(reduced)
         kv = self.kv(x).view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        out = _attention(
+        out = self.attention_fn(
             q, kv[0], kv[1], dropout_p=self.attn_drop if self.training else 0.0, scale=self.head_dim**-0.5
         )
         out = out.transpose(1, 2).reshape(b, n, c)

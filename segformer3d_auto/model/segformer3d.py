@@ -33,6 +33,12 @@ from segformer3d_auto.model.refinement import RefinementHead
 IntOrTriple = int | Sequence[int]
 
 
+def total_stride(patch_strides: Sequence[int | Sequence[int]]) -> tuple[int, int, int]:
+    """Product per axis (z, y, x) of the patch embeddings' strides: an input size must be a multiple of it."""
+    triples = [to_3tuple(s, "patch_stride") for s in patch_strides]
+    return tuple(math.prod(s[a] for s in triples) for a in range(3))  # type: ignore[return-value]
+
+
 class SegFormer3DStage(nn.Module):
     """One encoder stage: overlapping patch embedding, ``depth`` transformer blocks, LayerNorm.
 
@@ -235,7 +241,7 @@ class SegFormer3D(nn.Module):
         self.num_classes = num_classes
         self.patch_strides = [to_3tuple(s, "patch_stride") for s in patch_stride]
         self.sr_ratios = [to_3tuple(s, "sr_ratios") for s in sr_ratios]
-        self.total_stride = tuple(math.prod(s[a] for s in self.patch_strides) for a in range(3))
+        self.total_stride = total_stride(self.patch_strides)
         channels = [in_channels, *embed_dims]
         self.stages = nn.ModuleList(
             SegFormer3DStage(

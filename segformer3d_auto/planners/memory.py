@@ -113,7 +113,7 @@ def count_saved_tensors(
         return t
 
     attention = _fused_attention if fused_attention else torch.nn.functional.scaled_dot_product_attention
-    with attention_implementation(attention), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with attention_implementation(model, attention), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         logits = model(batch)
         # Dice uses the softmax, cross-entropy the log-softmax: both are kept for the backward pass.
         loss = torch.softmax(logits, 1).mean() + torch.log_softmax(logits, 1).mean()

@@ -8,7 +8,6 @@ choices. The network part is SegFormer3D's own: per-axis strides, kernels and sp
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -20,8 +19,8 @@ from segformer3d_auto.planners.memory import GIB, MemoryEstimate, estimate_train
 from segformer3d_auto.planners.output_resolution import choose_output_resolution
 from segformer3d_auto.planners.topology import Topology, plan_topology
 from segformer3d_auto.preprocessing.normalization import scheme_for_channel_name
+from segformer3d_auto.preprocessing.resampling import ANISOTROPY_THRESHOLD, RESAMPLING_DEFAULTS
 
-ANISO_THRESHOLD = 3.0
 INITIAL_PATCH_VOXELS = 256**3
 MAX_DATASET_COVERED = 0.05
 MIN_BATCH_SIZE = 2
@@ -37,8 +36,8 @@ def target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> list[float]:
     target_size = np.median(shapes, axis=0)
     worst = int(np.argmax(target))
     others = [a for a in range(3) if a != worst]
-    aniso_spacing = target[worst] > ANISO_THRESHOLD * max(target[others])
-    aniso_voxels = target_size[worst] * ANISO_THRESHOLD < min(target_size[others])
+    aniso_spacing = target[worst] > ANISOTROPY_THRESHOLD * max(target[others])
+    aniso_voxels = target_size[worst] * ANISOTROPY_THRESHOLD < min(target_size[others])
     if aniso_spacing and aniso_voxels:
         coarse = np.percentile(spacings[:, worst], 10)
         target[worst] = max(coarse, max(target[others]) + 1e-5)
@@ -201,12 +200,7 @@ def plan_experiment(
     network, output_resolution = choose_output_resolution(
         fingerprint.get("output_grid_ceiling"), plan_candidate, model, gpu_memory_gb)
     patch = network["patch_size"]
-    resampling = {
-        "data": {"order": 3, "order_z": 0, "force_separate_z": None, "anisotropy_threshold": ANISO_THRESHOLD},
-        "seg": {"order": 1, "order_z": 0, "force_separate_z": None, "anisotropy_threshold": ANISO_THRESHOLD},
-        "probabilities": {"order": 1, "order_z": 0, "force_separate_z": None,
-                          "anisotropy_threshold": ANISO_THRESHOLD},
-    }
+    resampling = {kind: dict(settings) for kind, settings in RESAMPLING_DEFAULTS.items()}
     configuration = {
         "data_identifier": CONFIGURATION,
         "spacing": spacing_t,
@@ -217,7 +211,7 @@ def plan_experiment(
         "use_mask_for_norm": use_mask,
         "resampling": resampling,
         "mirror_axes": [0, 1, 2],
-        "anisotropic": bool(max(patch) / patch[0] > ANISO_THRESHOLD),
+        "anisotropic": bool(max(patch) / patch[0] > ANISOTROPY_THRESHOLD),
         "network": network["network"],
         "memory": network["memory"],
         "output_resolution": output_resolution,
@@ -233,7 +227,3 @@ def plan_experiment(
         "configurations": {CONFIGURATION: configuration},
     }
 
-
-def total_stride(kwargs: dict[str, Any]) -> list[int]:
-    """Total stride per axis of planned network kwargs."""
-    return [math.prod(int(s[a]) for s in kwargs["patch_stride"]) for a in range(3)]

@@ -18,6 +18,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from segformer3d_auto.model.segformer3d import total_stride
+
 HALVING_STAGES = (0, 0, 1, 2, 3)  # which stage takes each of the five halving steps
 OFFICIAL_SR = (4, 2, 1, 1)
 MIN_EDGE = 4
@@ -35,7 +37,7 @@ class Topology:
     @property
     def total_stride(self) -> list[int]:
         """Product of the strides per axis: the patch must be a multiple of it."""
-        return [math.prod(s[a] for s in self.patch_stride) for a in range(3)]
+        return list(total_stride(self.patch_stride))
 
     def network_kwargs(self) -> dict[str, list[list[int]]]:
         """The constructor arguments of SegFormer3D that this topology fixes."""

@@ -15,12 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from segformer3d_auto.dataset.labels import class_key
+from segformer3d_auto.dataset.labels import class_key, region_or_label_to_mask
+from segformer3d_auto.planners.planner import CONFIGURATION
 from segformer3d_auto.preprocessing.cropping import crop_to_nonzero
 from segformer3d_auto.preprocessing.normalization import normalize
-from segformer3d_auto.preprocessing.resampling import compute_new_shape, resample
-
-_RESAMPLING_KEYS = ("order", "order_z", "force_separate_z", "anisotropy_threshold")
+from segformer3d_auto.preprocessing.resampling import compute_new_shape, resample, resampling_settings
 
 
 def preprocess_case(
@@ -28,7 +27,7 @@ def preprocess_case(
     seg: np.ndarray | None,
     properties: Mapping[str, Any],
     plans: Mapping[str, Any],
-    configuration: str = "3d_fullres",
+    configuration: str = CONFIGURATION,
 ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
     """Prepare one case for the network, as nnU-Net's default preprocessor does.
 
@@ -68,8 +67,6 @@ def preprocess_case(
     shape_after_cropping = list(data.shape[1:])
 
     target = [float(s) for s in config["spacing"]]
-    if len(target) == 2:  # a 2D configuration keeps the first axis as it is
-        target = [spacing_t[0]] + target
     new_shape = compute_new_shape(shape_after_cropping, spacing_t, target)
 
     data = normalize(
@@ -79,10 +76,11 @@ def preprocess_case(
         plans.get("foreground_intensity_properties_per_channel", {}),
         seg_t,
     )
-    data = resample(data, new_shape, spacing_t, target, is_seg=False, **_resampling(config, "data"))
+    data = resample(data, new_shape, spacing_t, target, is_seg=False, **resampling_settings(config, "data"))
     out_seg = None
     if seg is not None:
-        out_seg = resample(seg_t[None], new_shape, spacing_t, target, is_seg=True, **_resampling(config, "seg"))[0]
+        seg_settings = resampling_settings(config, "seg")
+        out_seg = resample(seg_t[None], new_shape, spacing_t, target, is_seg=True, **seg_settings)[0]
         high = int(out_seg.max(initial=0))
         if high <= np.iinfo(np.int16).max:
             out_seg = out_seg.astype(np.int8 if high <= np.iinfo(np.int8).max else np.int16, copy=False)
@@ -127,11 +125,7 @@ def sample_foreground_locations(
     locations: dict[str, list[list[int]]] = {}
     for item in classes_or_regions:
         key = class_key(item)
-        if isinstance(item, (list, tuple)):
-            mask = np.isin(seg, np.asarray(item))
-        else:
-            mask = seg == int(item)
-        flat = np.flatnonzero(mask)
+        flat = np.flatnonzero(region_or_label_to_mask(seg, item))
         count = max(min(num_samples, flat.size), math.ceil(flat.size / 100))
         chosen = np.sort(rng.choice(flat, size=count, replace=False)) if count else flat[:0]
         locations[key] = np.stack(np.unravel_index(chosen, seg.shape), axis=1).tolist()
@@ -161,17 +155,6 @@ def _spacing(properties: Mapping[str, Any], ndim: int) -> list[float]:
     if spacing is None or len(spacing) != ndim or not all(float(s) > 0 for s in spacing):
         raise ValueError(f"properties need 'spacing' with {ndim} positive entries, got {spacing!r}")
     return [float(s) for s in spacing]
-
-
-def _resampling(config: Mapping[str, Any], kind: str) -> dict[str, Any]:
-    """Resampling keyword arguments for ``kind`` ("data" or "seg"); nnU-Net's defaults where not planned."""
-    defaults = {"order": 3 if kind == "data" else 1, "order_z": 0, "force_separate_z": None,
-                "anisotropy_threshold": 3.0}
-    given = dict(config.get("resampling", {}).get(kind, {}))
-    unknown = sorted(set(given) - set(_RESAMPLING_KEYS))
-    if unknown:
-        raise ValueError(f"unknown resampling setting(s) {unknown} for {kind}; known: {list(_RESAMPLING_KEYS)}")
-    return {**defaults, **given}
 
 
 def _signed_labels(seg: np.ndarray) -> np.ndarray:

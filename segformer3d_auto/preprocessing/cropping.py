@@ -14,6 +14,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from acvl_utils.cropping_and_padding.bounding_boxes import (
+    bounding_box_to_slice,
+    get_bbox_from_mask,
+    insert_crop_into_image,
+)
 from scipy.ndimage import binary_fill_holes
 
 OUTSIDE_LABEL = -1
@@ -28,16 +33,6 @@ def nonzero_mask(data: np.ndarray) -> np.ndarray:
     for channel in data:
         mask |= channel != 0
     return binary_fill_holes(mask)
-
-
-def bounding_box(mask: np.ndarray) -> list[list[int]]:
-    """Half-open bounding box ``[[z0, z1], [y0, y1], [x0, x1]]`` of the true voxels; the whole array if none."""
-    box = []
-    for axis in range(mask.ndim):
-        others = tuple(a for a in range(mask.ndim) if a != axis)
-        hits = np.flatnonzero(mask.any(axis=others))
-        box.append([int(hits[0]), int(hits[-1]) + 1] if hits.size else [0, int(mask.shape[axis])])
-    return box
 
 
 def crop_to_nonzero(
@@ -62,8 +57,8 @@ def crop_to_nonzero(
     if seg is not None and not np.issubdtype(seg.dtype, np.signedinteger):
         raise ValueError(f"seg must have a signed integer dtype (it receives -1), got {seg.dtype}")
     mask = nonzero_mask(data)
-    bbox = bounding_box(mask)
-    region = tuple(slice(a, b) for a, b in bbox)
+    bbox = [[int(a), int(b)] for a, b in get_bbox_from_mask(mask)]  # half-open; the whole array when empty
+    region = bounding_box_to_slice(bbox)
     mask = mask[region]
     if seg is None:
         cropped_seg = np.where(mask, np.int8(0), np.int8(OUTSIDE_LABEL))
@@ -108,5 +103,4 @@ def uncrop(
         if len(lead) != 1 or values.shape != (lead[0],):
             raise ValueError(f"fill needs one value per channel ({lead}), got {list(np.ravel(values))}")
         out[...] = values.reshape((-1,) + (1,) * len(bbox)).astype(array.dtype)
-    out[(Ellipsis,) + tuple(slice(a, b) for a, b in bbox)] = array
-    return out
+    return insert_crop_into_image(out, array, [list(b) for b in bbox])

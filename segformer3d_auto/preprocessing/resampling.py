@@ -23,8 +23,9 @@ What differs, measured by ``benchmarks/resampling.py`` on 2 CPU cores:
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,13 @@ from segformer3d_auto.preprocessing.label_resampling import resample_labels
 
 DEFAULT_SLAB_BYTES = 32 * 2**20
 """Bytes of float32 intermediates per slab: measured as fast as larger slabs, and small next to a volume."""
+ANISOTROPY_THRESHOLD = 3.0
+RESAMPLING_DEFAULTS: dict[str, dict[str, Any]] = {
+    kind: {"order": order, "order_z": 0, "force_separate_z": None, "anisotropy_threshold": ANISOTROPY_THRESHOLD}
+    for kind, order in (("data", 3), ("seg", 1), ("probabilities", 1))
+}
+"""nnU-Net's settings per kind of array: cubic images, linear labels (per label) and probabilities, and nearest
+along a separated low-resolution axis. The planner writes them into ``plans.json``; a plan may override them."""
 
 
 def compute_new_shape(
@@ -65,7 +73,7 @@ def get_separate_axis(
     current_spacing: Sequence[float],
     new_spacing: Sequence[float],
     force_separate_z: bool | None = None,
-    anisotropy_threshold: float = 3.0,
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD,
 ) -> int | None:
     """The axis to resample on its own (with ``order_z``), or None for a plain 3D resample.
 
@@ -95,6 +103,23 @@ def get_separate_axis(
     return None
 
 
+
+def resampling_settings(configuration: Mapping[str, Any], kind: str) -> dict[str, Any]:
+    """The :func:`resample` keyword arguments for ``kind`` (``data``, ``seg`` or ``probabilities``): the plan's
+    ``resampling[kind]`` over :data:`RESAMPLING_DEFAULTS`.
+
+    Raises:
+        ValueError: an unknown kind, or an unknown setting in the plan.
+    """
+    if kind not in RESAMPLING_DEFAULTS:
+        raise ValueError(f"kind must be one of {sorted(RESAMPLING_DEFAULTS)}, got {kind!r}")
+    given = dict(configuration.get("resampling", {}).get(kind, {}))
+    known = RESAMPLING_DEFAULTS[kind]
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"unknown resampling setting(s) {unknown} for {kind}; known: {list(known)}")
+    return {**known, **given}
+
 def resample(
     data: np.ndarray,
     new_shape: Sequence[int],
@@ -104,7 +129,7 @@ def resample(
     order: int = 3,
     order_z: int = 0,
     force_separate_z: bool | None = None,
-    anisotropy_threshold: float = 3.0,
+    anisotropy_threshold: float = ANISOTROPY_THRESHOLD,
     out: np.ndarray | None = None,
     slab_bytes: int = DEFAULT_SLAB_BYTES,
     num_threads: int | None = 1,

@@ -11,9 +11,23 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 
 import numpy as np
 import torch
+from batchgenerators.dataloading.data_loader import DataLoader
+from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
+from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+from batchgenerators.transforms.abstract_transforms import Compose
+from batchgenerators.transforms.color_transforms import (
+    BrightnessMultiplicativeTransform,
+    ContrastAugmentationTransform,
+    GammaTransform,
+)
+from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
+from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
+from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
+from batchgenerators.transforms.utility_transforms import RemoveLabelTransform
 
 from segformer3d_auto.worker_lifetime import EndWithParent
 
@@ -21,6 +35,8 @@ ROTATION_3D = math.radians(30)
 ROTATION_2D = math.pi
 SCALE = (0.7, 1.4)
 CROP_SCALE_MARGIN = 0.85
+Augmenter = MultiThreadedAugmenter | SingleThreadedAugmenter
+"""What :func:`make_augmenter` returns: an iterator of augmented batches."""
 
 
 def enlarged_patch_size(patch_size: list[int], anisotropic: bool) -> list[int]:
@@ -45,19 +61,8 @@ def enlarged_patch_size(patch_size: list[int], anisotropic: bool) -> list[int]:
 
 
 def training_transforms(patch_size: list[int], mirror_axes: list[int], anisotropic: bool,
-                        regions: bool) -> object:
+                        regions: bool) -> Compose:
     """The training pipeline (batchgenerators Compose) ending in torch tensors."""
-    from batchgenerators.transforms.abstract_transforms import Compose
-    from batchgenerators.transforms.color_transforms import (
-        BrightnessMultiplicativeTransform,
-        ContrastAugmentationTransform,
-        GammaTransform,
-    )
-    from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
-    from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
-    from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
-    from batchgenerators.transforms.utility_transforms import RemoveLabelTransform
-
     spatial_kwargs = dict(
         do_elastic_deform=False, do_rotation=True, do_scale=True, scale=SCALE,
         border_mode_data="constant", border_cval_data=0, order_data=1,
@@ -91,11 +96,8 @@ def training_transforms(patch_size: list[int], mirror_axes: list[int], anisotrop
     return Compose(transforms)
 
 
-def validation_transforms() -> object:
+def validation_transforms() -> Compose:
     """The validation pipeline: no augmentation, padding label -1 -> background."""
-    from batchgenerators.transforms.abstract_transforms import Compose
-    from batchgenerators.transforms.utility_transforms import RemoveLabelTransform
-
     return Compose([RemoveLabelTransform(-1, 0)])
 
 
@@ -110,7 +112,7 @@ def batch_to_tensors(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
     return data, seg
 
 
-def make_augmenter(loader: object, transform: object, num_workers: int, seed: int) -> object:
+def make_augmenter(loader: DataLoader, transform: Compose, num_workers: int, seed: int) -> Augmenter:
     """Wrap ``loader`` in a MultiThreadedAugmenter (``num_workers`` > 0) or SingleThreadedAugmenter.
 
     Each worker gets its own seed derived from ``seed``, so ranks and workers draw different patches. Batches
@@ -118,9 +120,6 @@ def make_augmenter(loader: object, transform: object, num_workers: int, seed: in
     (the transform, which batchgenerators calls in each worker, binds them first: see
     :class:`~segformer3d_auto.worker_lifetime.EndWithParent`).
     """
-    from batchgenerators.dataloading.multi_threaded_augmenter import MultiThreadedAugmenter
-    from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
-
     if num_workers <= 0:
         np.random.seed(seed % 2**32)
         return SingleThreadedAugmenter(loader, transform)
@@ -131,8 +130,6 @@ def make_augmenter(loader: object, transform: object, num_workers: int, seed: in
 
 def default_num_workers() -> int:
     """Worker processes for data augmentation: the CPU count minus one for training, at most 12."""
-    import os
-
     count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(12, count - 1))
 

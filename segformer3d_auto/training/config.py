@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from segformer3d_auto.planners.planner import CONFIGURATION
 
 FOLD_ALL = "all"
 
@@ -14,14 +16,14 @@ FOLD_ALL = "all"
 class TrainConfig:
     """Everything that decides how a fold is trained.
 
-    Defaults were chosen by measurement on the generated datasets (see the README's training section): AdamW at
+    Defaults were chosen by measurement on the generated datasets (see docs/training.md): AdamW at
     3e-4 with weight decay 0.01 learned fastest among {1e-4, 3e-4, 1e-3}, a short linear warm-up keeps the
     transformer from diverging in the first iterations, and clipping at 1 is nnU-Net's transformer recipe.
     """
 
     dataset_name: str
     fold: int | str
-    configuration: str = "3d_fullres"
+    configuration: str = CONFIGURATION
     epochs: int = 250
     iterations_per_epoch: int = 100
     val_iterations: int = 20
@@ -40,7 +42,6 @@ class TrainConfig:
     save_every: int = 5
     pretrained: str | None = None
     validate_only: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         check_fold(self.fold)
@@ -66,12 +67,6 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (also stored inside checkpoints)."""
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Rebuild from :meth:`to_dict` output; unknown keys are ignored so old files stay readable."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
 
 
 def parse_fold(text: str | int) -> int | str:

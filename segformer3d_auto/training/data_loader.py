@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 from batchgenerators.dataloading.data_loader import DataLoader
 
+from segformer3d_auto.atomic import read_json
 from segformer3d_auto.errors import InputError
 
 
@@ -30,8 +32,6 @@ class PreprocessedCases:
     """
 
     def __init__(self, folder: str | os.PathLike, identifiers: list[str]) -> None:
-        from segformer3d_auto.atomic import read_json
-
         self.folder = Path(folder)
         if not identifiers:
             raise ValueError(f"{self.folder}: no cases given")
@@ -84,13 +84,14 @@ class PatchLoader(DataLoader):
             case = self.cases.identifiers[np.random.randint(len(self.cases.identifiers))]
             image, labels, props = self.cases.load(case)
             lower = self.crop_start(image.shape[1:], props, self.forced_foreground(j))
-            data[j] = crop_padded(image, lower, self.patch_size, 0)
-            seg[j] = crop_padded(labels, lower, self.patch_size, -1)
+            box = [[lo, lo + size] for lo, size in zip(lower, self.patch_size)]  # overlaps the image: see crop_start
+            data[j] = crop_and_pad_nd(image, box, pad_value=0)
+            seg[j] = crop_and_pad_nd(labels, box, pad_value=-1)
             names.append(case)
         return {"data": data, "seg": seg, "keys": names}
 
     def crop_start(self, shape: tuple[int, ...], props: dict, foreground: bool) -> list[int]:
-        """Lower corner of the crop (may be negative or beyond the image: padded later)."""
+        """Lower corner of the crop (may be negative or beyond the image: padded later, but always overlapping it)."""
         need = [max(p - s, 0) for p, s in zip(self.patch_size, shape)]
         low = [-(n // 2) for n in need]
         high = [s + n // 2 + n % 2 - p for s, n, p in zip(shape, need, self.patch_size)]
@@ -104,12 +105,3 @@ class PatchLoader(DataLoader):
                 return [min(max(int(c) - p // 2, lo), hi) for c, p, lo, hi in zip(center, self.patch_size, low, high)]
         return [np.random.randint(lo, hi + 1) for lo, hi in zip(low, high)]
 
-
-def crop_padded(array: np.ndarray, lower: list[int], size: list[int], fill: float) -> np.ndarray:
-    """Crop ``array`` (c, *spatial) at ``lower`` with ``size``, padding with ``fill`` where it leaves the array."""
-    spatial = array.shape[1:]
-    src = tuple(slice(max(lo, 0), min(lo + s, dim)) for lo, s, dim in zip(lower, size, spatial))
-    out = np.full((array.shape[0], *size), fill, dtype=array.dtype)
-    dst = tuple(slice(sl.start - lo, sl.stop - lo) for sl, lo in zip(src, lower))
-    out[(slice(None), *dst)] = array[(slice(None), *src)]
-    return out

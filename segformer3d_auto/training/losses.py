@@ -58,7 +58,8 @@ class SegmentationLoss(nn.Module):
         """Float targets (b, heads, z, y, x): region membership, or one-hot labels incl. background."""
         seg = seg[:, 0].long()
         if self.regions is not None:
-            return torch.stack([_isin(seg, region) for region in self.regions], 1).float()
+            return torch.stack([torch.isin(seg, torch.tensor(region, device=seg.device)) for region in self.regions],
+                               1).float()
         return F.one_hot(seg.clamp(0, self.num_heads - 1), self.num_heads).movedim(-1, 1).float()
 
     def prediction(self, logits: torch.Tensor) -> torch.Tensor:
@@ -99,9 +100,3 @@ def pseudo_dice(counts: torch.Tensor) -> list[float]:
     denominator = 2 * tp + fp + fn
     return [float("nan") if d == 0 else float(2 * t / d) for t, d in zip(tp.tolist(), denominator.tolist())]
 
-
-def _isin(seg: torch.Tensor, values: tuple[int, ...]) -> torch.Tensor:
-    out = torch.zeros_like(seg, dtype=torch.bool)
-    for value in values:
-        out |= seg == value
-    return out

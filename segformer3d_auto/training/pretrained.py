@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
+from segformer3d_auto.checkpoint import read_checkpoint
 from segformer3d_auto.errors import InputError
+from segformer3d_auto.model import convert_official_state_dict
 
 
 def load_pretrained(network: torch.nn.Module, path: str) -> None:
@@ -13,19 +17,10 @@ def load_pretrained(network: torch.nn.Module, path: str) -> None:
     Tensors whose shape differs (e.g. the prediction layer for another class count) keep their initialisation.
 
     Raises:
-        InputError: the file is unreadable or shares no tensor with the network.
+        InputError: the file is missing or unreadable, or shares no tensor with the network.
     """
-    from pathlib import Path
-
-    from segformer3d_auto.model import convert_official_state_dict
-
     file = Path(path)
-    if not file.is_file():
-        raise InputError(f"{file}: pretrained checkpoint not found")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InputError(f"{file}: not a readable checkpoint ({str(e).splitlines()[0] if str(e) else e})") from None
+    state = read_checkpoint(file)
     weights = state.get("network_weights", state) if isinstance(state, dict) else {}
     own = network.state_dict()
     if not any(k in own for k in weights):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from segformer3d_auto.atomic import atomic_path
+
 
 def plot_progress(curves: dict[str, list[Any]], path: str | os.PathLike) -> None:
     """Redraw the progress figure from the logged curves (atomically; the Agg backend needs no display)."""
@@ -12,8 +14,6 @@ def plot_progress(curves: dict[str, list[Any]], path: str | os.PathLike) -> None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from segformer3d_auto.atomic import atomic_path
 
     epochs = list(range(len(curves["train_loss"])))
     fig, axes = plt.subplots(3, 1, figsize=(10, 11))

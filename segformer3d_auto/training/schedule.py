@@ -5,6 +5,8 @@ Being stateless, the schedule resumes exactly from the epoch number stored in a 
 
 from __future__ import annotations
 
+import torch
+
 
 def learning_rate(epoch: int, base_lr: float, num_epochs: int, warmup_epochs: int, exponent: float = 0.9) -> float:
     """Learning rate for ``epoch`` (0-based).
@@ -23,7 +25,7 @@ def learning_rate(epoch: int, base_lr: float, num_epochs: int, warmup_epochs: in
     return base_lr * (1.0 - done) ** exponent
 
 
-def set_learning_rate(optimizer: object, lr: float) -> None:
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Apply ``lr`` to every parameter group of ``optimizer``."""
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -8,18 +8,41 @@ patches (its own seeds), losses and Dice counts are summed over ranks, and only 
 from __future__ import annotations
 
 import math
+import os
 import signal
 import sys
 import time
+from types import FrameType
 from typing import Any
 
 import torch
+from tqdm import tqdm
 
+from segformer3d_auto.atomic import read_json, write_json
+from segformer3d_auto.checkpoint import load_checkpoint, save_checkpoint
+from segformer3d_auto.dataset.labels import LabelManager
 from segformer3d_auto.errors import InputError
-from segformer3d_auto.training import checkpoint as ckpt
+from segformer3d_auto.model import create_model
+from segformer3d_auto.model_folder import BEST, FINAL, LATEST, VALIDATION, copy_plan_files, newest_checkpoint
 from segformer3d_auto.training import distributed as dist
-from segformer3d_auto.training.config import TrainConfig
+from segformer3d_auto.training.augmentation import (
+    Augmenter,
+    batch_to_tensors,
+    default_num_workers,
+    enlarged_patch_size,
+    make_augmenter,
+    training_transforms,
+    validation_transforms,
+)
+from segformer3d_auto.training.config import FOLD_ALL, TrainConfig
+from segformer3d_auto.training.data_loader import PatchLoader, PreprocessedCases
 from segformer3d_auto.training.logger import TrainingLog
+from segformer3d_auto.training.losses import SegmentationLoss, pseudo_dice
+from segformer3d_auto.training.pretrained import load_pretrained
+from segformer3d_auto.training.progress_plot import plot_progress
+from segformer3d_auto.training.schedule import learning_rate, set_learning_rate
+from segformer3d_auto.training.setup import resolve_fold
+from segformer3d_auto.training.validation import evaluate_validation, validate_fold
 
 
 class Trainer:
@@ -30,9 +53,6 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, progress: bool = True) -> None:
-        from segformer3d_auto.dataset.labels import LabelManager
-        from segformer3d_auto.training.setup import resolve_fold
-
         self.config = config
         self.progress = progress
         self.paths = resolve_fold(config.dataset_name, config.fold, config.configuration)
@@ -46,8 +66,6 @@ class Trainer:
                                            weight_decay=config.weight_decay)
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        from segformer3d_auto.training.losses import SegmentationLoss
-
         regions = self.label_manager.foreground_regions if self.label_manager.has_regions else None
         self.loss = SegmentationLoss(regions, self.label_manager.num_segmentation_heads,
                                      self.label_manager.ignore_label)
@@ -64,15 +82,11 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- setup
     def _build_network(self) -> torch.nn.Module:
-        from segformer3d_auto.model import create_model
-
         network_plan = self.plan["network"]
         kwargs = dict(network_plan.get("kwargs", {}))
         kwargs["num_classes"] = self.label_manager.num_segmentation_heads
         network = create_model(network_plan["name"], **kwargs)
         if self.config.pretrained:
-            from segformer3d_auto.training.pretrained import load_pretrained
-
             load_pretrained(network, self.config.pretrained)
         return network.to(self.device)
 
@@ -92,16 +106,7 @@ class Trainer:
         total = self.config.batch_size or int(self.plan.get("batch_size", 2))
         return max(1, total // self.world + (1 if self.rank < total % self.world else 0))
 
-    def _loaders(self) -> tuple[Any, Any]:
-        from segformer3d_auto.training.augmentation import (
-            default_num_workers,
-            enlarged_patch_size,
-            make_augmenter,
-            training_transforms,
-            validation_transforms,
-        )
-        from segformer3d_auto.training.data_loader import PatchLoader, PreprocessedCases
-
+    def _loaders(self) -> tuple[Augmenter, Augmenter]:
         patch = [int(p) for p in self.plan["patch_size"]]
         anisotropic = bool(self.plan.get("anisotropic", False))
         channels = int(self.plan["network"]["kwargs"].get("in_channels", 1))
@@ -133,9 +138,9 @@ class Trainer:
                          "warmup_epochs": self.config.warmup_epochs, "exponent": self.config.poly_exponent},
         }
 
-    def load_state(self, path: Any) -> None:
+    def load_state(self, path: str | os.PathLike) -> None:
         """Resume from a checkpoint: weights, optimiser, scaler, epoch and curves."""
-        state = ckpt.load_checkpoint(path)
+        state = load_checkpoint(path)
         try:
             self.network.load_state_dict(state["network_weights"])
             if state.get("optimizer_state"):
@@ -150,7 +155,7 @@ class Trainer:
     def save(self, name: str) -> None:
         """Write a checkpoint into the fold folder (rank 0 only)."""
         if dist.is_main():
-            ckpt.save_checkpoint(self.state_dict(), self.paths.fold_folder / name)
+            save_checkpoint(self.state_dict(), self.paths.fold_folder / name)
 
     # ------------------------------------------------------------------------------------------------ loop
     def run(self, resume: bool = False) -> dict | None:
@@ -159,15 +164,12 @@ class Trainer:
         Returns:
             The validation summary (rank 0, folds with validation cases), else None.
         """
-        from segformer3d_auto.atomic import write_json
-        from segformer3d_auto.training.setup import copy_plan_files
-
         folder = self.paths.fold_folder
         if self.config.validate_only:
-            self.load_state(folder / ckpt.FINAL)
+            self.load_state(folder / FINAL)
             return self.validate()
         if resume:
-            newest = ckpt.newest_checkpoint(folder)
+            newest = newest_checkpoint(folder)
             if newest is not None:
                 self.load_state(newest)
                 self.log.write(f"resuming from {newest.name} after epoch {self.epoch}")
@@ -175,7 +177,7 @@ class Trainer:
                 self.log.write("--continue: no checkpoint found, starting from scratch")
         if dist.is_main():
             folder.mkdir(parents=True, exist_ok=True)
-            copy_plan_files(self.paths)
+            copy_plan_files(self.paths.preprocessed, self.paths.model_folder)
             write_json(self.config.to_dict(), folder / "config.json")
         if self.epoch == 0:
             self.log.write(f"training {self.paths.dataset_name} {self.config.fold_name}: "
@@ -184,8 +186,8 @@ class Trainer:
         if self.epoch < self.config.epochs:
             self._train_epochs()
         if self._stop_signal is None and dist.is_main():
-            self.save(ckpt.FINAL)
-            (folder / ckpt.LATEST).unlink(missing_ok=True)
+            self.save(FINAL)
+            (folder / LATEST).unlink(missing_ok=True)
         dist.barrier()
         return self.validate()
 
@@ -204,25 +206,22 @@ class Trainer:
                 if hasattr(aug, "_finish"):
                     aug._finish()
         if self._stop_signal is not None:
-            self.save(ckpt.LATEST)
+            self.save(LATEST)
             self.log.write(f"stopped by signal {self._stop_signal}; latest checkpoint after epoch {self.epoch}")
             raise SystemExit(128 + self._stop_signal)
 
-    def _on_signal(self, signum: int, frame: object) -> None:
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stop_signal = signum
 
-    def _one_epoch(self, train_aug: Any, val_aug: Any) -> None:
-        from segformer3d_auto.training.augmentation import batch_to_tensors
-        from segformer3d_auto.training.losses import pseudo_dice
-        from segformer3d_auto.training.schedule import learning_rate, set_learning_rate
-
+    def _one_epoch(self, train_aug: Augmenter, val_aug: Augmenter) -> None:
         c = self.config
         start = time.time()
         lr = learning_rate(self.epoch, c.lr, c.epochs, c.warmup_epochs, c.poly_exponent)
         set_learning_rate(self.optimizer, lr)
         self.model.train()
         losses = []
-        bar = _bar(c.iterations_per_epoch, f"epoch {self.epoch}", self.progress and dist.is_main())
+        bar = tqdm(total=c.iterations_per_epoch, desc=f"epoch {self.epoch}", leave=False, file=sys.stderr,
+                   disable=not (self.progress and dist.is_main()))
         for _ in range(c.iterations_per_epoch):
             losses.append(self._train_step(next(train_aug)))
             bar.update(1)
@@ -253,17 +252,13 @@ class Trainer:
             self.log.write(self.log.epoch_line(self.epoch - 1))
             if self.progress:
                 print(self.log.epoch_line(self.epoch - 1), file=sys.stderr, flush=True)
-            from segformer3d_auto.training.progress_plot import plot_progress
-
             plot_progress(self.log.curves, self.paths.fold_folder / "progress.png")
             if not math.isnan(ema) and (math.isnan(best_before) or ema > best_before):
-                self.save(ckpt.BEST)
+                self.save(BEST)
             if self.epoch % c.save_every == 0 and self.epoch < c.epochs:
-                self.save(ckpt.LATEST)
+                self.save(LATEST)
 
     def _train_step(self, batch: dict[str, Any]) -> float:
-        from segformer3d_auto.training.augmentation import batch_to_tensors
-
         data, seg = batch_to_tensors(batch)
         if self.device.type == "cuda":
             data, seg = data.pin_memory(), seg.pin_memory()
@@ -289,11 +284,9 @@ class Trainer:
     def validate(self) -> dict | None:
         """Predict the fold's validation cases into ``validation/`` with the final checkpoint and evaluate them
         (nothing for fold ``all``)."""
-        from segformer3d_auto.training.validation import evaluate_validation, validate_fold
-
-        if self.config.fold == "all" or not self.paths.val_cases:
+        if self.config.fold == FOLD_ALL or not self.paths.val_cases:
             return None
-        output = self.paths.fold_folder / "validation"
+        output = self.paths.fold_folder / VALIDATION
         gt = self.paths.preprocessed / "gt_segmentations"
         validate_fold(self.paths.model_folder, self.config.fold, self.paths.val_cases, self.paths.data_folder, gt,
                       output, self.paths.dataset_json, self.device, self.rank, self.world)
@@ -302,8 +295,6 @@ class Trainer:
         if self.world > 1 and dist.is_main():
             summary = evaluate_validation(gt, output, self.paths.dataset_json)
         elif self.world == 1:
-            from segformer3d_auto.atomic import read_json
-
             summary = read_json(output / "summary.json")
         if summary is not None:
             dice = summary["foreground_mean"].get("Dice", float("nan"))
@@ -313,25 +304,3 @@ class Trainer:
 
 def _nan_low(value: float) -> float:
     return -math.inf if math.isnan(value) else value
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def set_postfix(self, **kwargs: object) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, description: str, enabled: bool) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=description, leave=False, file=sys.stderr)
-
-
-

@@ -11,6 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from segformer3d_auto.atomic import read_json
+from segformer3d_auto.evaluation.evaluate_folder import evaluate_folder
+from segformer3d_auto.inference.export import write_prediction
+from segformer3d_auto.inference.predictor import Predictor
+from segformer3d_auto.model_folder import FINAL
+
 
 def validate_fold(model_folder: str | os.PathLike, fold: int, cases: list[str],
                   preprocessed_folder: str | os.PathLike, gt_folder: str | os.PathLike,
@@ -25,11 +31,7 @@ def validate_fold(model_folder: str | os.PathLike, fold: int, cases: list[str],
     Returns:
         The evaluation summary when ``world_size`` is 1, else None.
     """
-    from segformer3d_auto.atomic import read_json
-    from segformer3d_auto.inference.export import write_prediction
-    from segformer3d_auto.inference.predictor import Predictor
-
-    predictor = Predictor(model_folder, folds=[fold], checkpoint="final", device=device)
+    predictor = Predictor(model_folder, folds=[fold], checkpoint=FINAL, device=device)
     predictor.postprocessing = None
     ending = dataset_json["file_ending"]
     folder = Path(preprocessed_folder)
@@ -48,7 +50,5 @@ def validate_fold(model_folder: str | os.PathLike, fold: int, cases: list[str],
 def evaluate_validation(gt_folder: str | os.PathLike, output_folder: str | os.PathLike,
                         dataset_json: dict[str, Any]) -> dict:
     """Evaluate the validation predictions against the references into ``output_folder/summary.json``."""
-    from segformer3d_auto.evaluation.evaluate_folder import evaluate_folder
-
     return evaluate_folder(gt_folder, output_folder, dataset_json, output_file=Path(output_folder) / "summary.json",
                            allow_missing=True)

@@ -10,7 +10,7 @@ from tests.training.data import run, trained_fold0
 
 def test_crossval_merges_folds_and_determines_postprocessing(tmp_path_factory):
     env, model_folder = trained_fold0(tmp_path_factory.getbasetemp() / "training_data")
-    result = run([sys.executable, "-m", "segformer3d_auto.cli.crossval", "501", "--folds", "0"], env)
+    result = run([sys.executable, "-m", "segformer3d_auto.cli.crossval", "501", "--folds", "0", "-np", "2"], env)
     crossval = model_folder / "crossval"
     validation_cases = sorted(p.name for p in (model_folder / "fold_0" / "validation").glob("*.nii.gz"))
     assert sorted(p.name for p in (crossval / "predictions").glob("*.nii.gz")) == validation_cases

@@ -75,7 +75,8 @@ def test_killed_prediction_leaves_nothing(tmp_path: Path) -> None:
     model = make_model_folder(tmp_path / "model", dataset_json, plans)
     out = tmp_path / "out"
     process = _start([sys.executable, "-m", "segformer3d_auto.cli.predict", "-i", str(raw / "imagesTs"), "-o",
-                      str(out), "-m", str(model), "-np", "2", "--step-size", "0.25", "--disable-progress-bar"], {})
+                      str(out), "-m", str(model), "--read-ahead", "2", "--step-size", "0.25",
+                      "--disable-progress-bar"], {})
     # the first case written: the read-ahead of the next ones is under way
     assert wait_until(lambda: list(out.glob("*.nii.gz")) or process.poll() is not None, timeout=300)
     assert process.poll() is None, "prediction ended before it could be killed"

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from segformer3d_auto.dataset.image_io import read_images, read_segmentation
 from segformer3d_auto.dataset.synthetic import make_ct_dataset
-from segformer3d_auto.inference.model_folder import MODEL_SUBFOLDER
 from segformer3d_auto.model import create_model
+from segformer3d_auto.model_folder import model_folder_for
 from segformer3d_auto.preprocessing.case_preprocessor import preprocess_case
 from tests.inference.model_folders import labels_dataset_json, make_model_folder, make_plans
 
@@ -64,7 +64,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     network = plans["configurations"]["3d_fullres"]["network"]
     weights = _train(data, grid_seg, network)
     results = base / "results"
-    folder = make_model_folder(results / raw.name / MODEL_SUBFOLDER, dataset_json, plans, weights=[weights])
+    folder = make_model_folder(model_folder_for(raw.name, root=results), dataset_json, plans, weights=[weights])
     inputs = base / "inputs"
     inputs.mkdir()
     shutil.copy(image_file, inputs / "ct_000_0000.nii.gz")
@@ -138,7 +138,7 @@ def test_shards_split_the_cases(trained: dict, tmp_path: Path) -> None:
     for part in (0, 1):
         out = tmp_path / f"out{part}"
         result = _run("-i", str(inputs), "-o", str(out), "-m", str(trained["model"]), "--disable-tta",
-                      "--num-parts", "2", "--part-id", str(part), "-np", "0")
+                      "--num-parts", "2", "--part-id", str(part), "--read-ahead", "0")
         assert result.returncode == 0, result.stderr
         outs.append(sorted(p.name for p in out.glob("c*.nii.gz")))
     assert outs == [["c0.nii.gz", "c2.nii.gz"], ["c1.nii.gz"]]

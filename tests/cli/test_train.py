@@ -9,9 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 from segformer3d_auto.atomic import read_json
+from segformer3d_auto.model_folder import FINAL, LATEST, fold_folder, model_folder_for
 from tests.training.data import DATASET, prepared_roots, run, train_command, trained_fold0
 
 # measured on this dataset: an untrained network scores 0.07-0.12 mean foreground Dice (three seeds); fold 0
@@ -34,14 +36,14 @@ def test_training_learns_and_writes_the_model_folder(tmp_path_factory, monkeypat
     trained = read_json(fold / "validation" / "summary.json")["foreground_mean"]["Dice"]
 
     # the same validation of an untrained network (real trainer and predictor, separate results root)
+    from segformer3d_auto.model_folder import copy_plan_files
     from segformer3d_auto.training.config import TrainConfig
-    from segformer3d_auto.training.setup import copy_plan_files
     from segformer3d_auto.training.trainer import Trainer
 
     for key, value in {**env, "SF3D_RESULTS": str(tmp_path_factory.mktemp("untrained"))}.items():
         monkeypatch.setenv(key, value)
     trainer = Trainer(TrainConfig(dataset_name=DATASET, fold=0, num_workers=0, seed=1), progress=False)
-    copy_plan_files(trainer.paths)
+    copy_plan_files(trainer.paths.preprocessed, trainer.paths.model_folder)
     trainer.save("checkpoint_final.pth")
     untrained = trainer.validate()
     assert trained > untrained["foreground_mean"]["Dice"] + LEARNING_MARGIN
@@ -50,35 +52,32 @@ def test_training_learns_and_writes_the_model_folder(tmp_path_factory, monkeypat
 def test_sigkill_then_continue_finishes_like_an_uninterrupted_run(tmp_path_factory):
     base = tmp_path_factory.getbasetemp() / "training_data"
     env = prepared_roots(base)
-    options = ["--epochs", "4", "--iterations-per-epoch", "6", "--save-every", "1", "--warmup-epochs", "2"]
+    options = ["--epochs", "4", "--iterations-per-epoch", "3", "--save-every", "1", "--warmup-epochs", "2"]
     env_killed = {**env, "SF3D_RESULTS": str(tmp_path_factory.mktemp("killed"))}
-    fold = Path(env_killed["SF3D_RESULTS"]) / DATASET / "SegFormer3D__3d_fullres" / "fold_all"
+    fold = fold_folder(model_folder_for(DATASET, root=env_killed["SF3D_RESULTS"]), "all")
     process = subprocess.Popen(train_command("all", *options),
                                env={**os.environ, "OMP_NUM_THREADS": "1", **env_killed},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = fold / "training_log.txt"
+    latest = fold / LATEST
     deadline = time.time() + 300
-    while time.time() < deadline and not (log.is_file() and "epoch 1 " in log.read_text()):
-        time.sleep(0.2)
-    time.sleep(1.0)  # well inside epoch 2
+    while process.poll() is None and not latest.is_file() and time.time() < deadline:
+        time.sleep(0.05)  # polling for the file; three more epochs remain when it appears
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not (fold / "checkpoint_final.pth").exists(), "the run finished before it could be killed"
-    assert torch.load(fold / "checkpoint_latest.pth", weights_only=True)["epoch"] >= 2
+    assert not (fold / FINAL).exists(), "the run finished before it could be killed"
+    killed_after = torch.load(latest, weights_only=True)["epoch"]
+    assert killed_after >= 1
 
     run(train_command("all", *options, "--continue"), env_killed)
-    resumed = torch.load(fold / "checkpoint_final.pth", weights_only=True)
-    env_plain = {**env, "SF3D_RESULTS": str(tmp_path_factory.mktemp("uninterrupted"))}
-    run(train_command("all", *options), env_plain)
-    plain = torch.load(Path(env_plain["SF3D_RESULTS"]) / DATASET / "SegFormer3D__3d_fullres" / "fold_all"
-                       / "checkpoint_final.pth", weights_only=True)
-    assert resumed["epoch"] == plain["epoch"] == 4
-    assert resumed["logging"]["lr"] == plain["logging"]["lr"]
-    assert len(resumed["logging"]["train_loss"]) == 4
-    lines = log.read_text().splitlines()
-    assert any("resuming from checkpoint_latest.pth" in line for line in lines)
-    last_epochs = [int(line.split("epoch ")[1].split()[0]) for line in lines if " epoch " in line]
-    assert sorted(set(last_epochs)) == [0, 1, 2, 3] and last_epochs[-1] == 3
+    resumed = torch.load(fold / FINAL, weights_only=True)
+    assert resumed["epoch"] == 4 and len(resumed["logging"]["train_loss"]) == 4
+    # an uninterrupted run's schedule, written out: warm-up 3e-4*(e+1)/3, then 3e-4*(1-(e-2)/2)**0.9
+    assert resumed["logging"]["lr"] == pytest.approx([1e-4, 2e-4, 3e-4, 3e-4 * 0.5**0.9])
+    lines = (fold / "training_log.txt").read_text().splitlines()
+    resumed_at = [i for i, line in enumerate(lines) if "resuming from checkpoint_latest.pth" in line]
+    assert len(resumed_at) == 1 and f"after epoch {killed_after}" in lines[resumed_at[0]]
+    epochs_after = [int(line.split("epoch ")[1].split()[0]) for line in lines[resumed_at[0] + 1:] if " epoch " in line]
+    assert epochs_after == list(range(killed_after, 4))  # only the epochs the killed run had not finished
 
 
 def test_torchrun_two_processes_write_one_set_of_files(tmp_path_factory):

@@ -53,32 +53,6 @@ def test_onehot_labels_and_regions():
     assert regions[2].tolist() == [[False, False], [False, True]]
 
 
-def test_probabilities_to_segmentation_labels_maps_argmax():
-    lm = LabelManager({"background": 0, "a": 1, "b": 2})
-    probs = np.zeros((3, 2, 2))
-    probs[0, 0, 0] = probs[1, 0, 1] = probs[2, 1, 0] = probs[2, 1, 1] = 1.0
-    seg = lm.probabilities_to_segmentation(probs)
-    assert seg.tolist() == [[0, 1], [2, 2]] and seg.dtype == np.uint8
-
-
-def test_regions_round_trip_through_probabilities():
-    lm = LabelManager(BRATS, [1, 2, 3])
-    seg = np.random.default_rng(0).integers(0, 4, size=(5, 6, 7))
-    probs = lm.to_onehot(seg).astype(np.float32) * 0.9 + 0.05
-    np.testing.assert_array_equal(lm.probabilities_to_segmentation(probs), seg)
-
-
-def test_regions_paint_in_class_order():
-    lm = LabelManager({"background": 0, "outer": [1, 2], "inner": [2]}, regions_class_order=[1, 2])
-    probs = np.array([[0.9, 0.9, 0.1], [0.2, 0.8, 0.8]])
-    assert lm.probabilities_to_segmentation(probs).tolist() == [1, 2, 2]
-
-
-def test_probabilities_channel_count_checked():
-    with pytest.raises(ValueError, match="expected 3 channels"):
-        LabelManager({"background": 0, "a": 1, "b": 2}).probabilities_to_segmentation(np.zeros((2, 4)))
-
-
 def test_single_value_lists_are_plain_labels():
     lm = LabelManager({"background": 0, "a": [1], "b": 2})
     assert not lm.has_regions and lm.foreground_labels == [1, 2] and lm.names == ["a", "b"]

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from segformer3d_auto.dataset.image_io import write_segmentation
-from segformer3d_auto.dataset.labels import LabelManager
+from segformer3d_auto.dataset.labels import LabelManager, class_key
 from segformer3d_auto.errors import InputError
-from segformer3d_auto.evaluation.evaluate_folder import class_key, evaluate_folder
+from segformer3d_auto.evaluation.evaluate_folder import evaluate_folder
+from segformer3d_auto.parallel import CaseMap
 
 IDENTITY = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
 SHAPE = (6, 10, 12)
@@ -136,5 +137,6 @@ def test_parallel_equals_serial_and_reads_dataset_json_file(tmp_path):
     ref_dir, pred_dir, dj = _labels_dataset(tmp_path)
     (tmp_path / "dataset.json").write_text(json.dumps(dj))
     serial = evaluate_folder(ref_dir, pred_dir, dj)
-    parallel = evaluate_folder(ref_dir, pred_dir, tmp_path / "dataset.json", num_processes=2)
+    with CaseMap(2) as pool:
+        parallel = evaluate_folder(ref_dir, pred_dir, tmp_path / "dataset.json", pool=pool)
     assert json.dumps(serial, sort_keys=True) == json.dumps(parallel, sort_keys=True)

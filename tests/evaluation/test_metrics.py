@@ -5,12 +5,12 @@ import math
 import numpy as np
 import pytest
 
+from segformer3d_auto.dataset.labels import region_or_label_to_mask
 from segformer3d_auto.evaluation.metrics import (
     compute_metrics,
     confusion_counts,
     hd95,
     image_diagonal_mm,
-    region_or_label_to_mask,
 )
 
 

@@ -9,6 +9,7 @@ import torch
 
 from segformer3d_auto.dataset.labels import LabelManager
 from segformer3d_auto.inference.export import export_prediction, probability_file, write_prediction
+from segformer3d_auto.planners.planner import CONFIGURATION
 from segformer3d_auto.preprocessing.case_preprocessor import preprocess_case
 from tests.inference.model_folders import labels_dataset_json, make_plans
 
@@ -26,6 +27,38 @@ def _case(shape=(10, 20, 24)):
     seg[4:6, 7:10, 6:9] = 2
     props = {"spacing": [3.0, 1.0, 0.7], "origin": [1.0, 2.0, 3.0], "direction": [1, 0, 0, 0, 1, 0, 0, 0, 1]}
     return image, seg, props
+
+
+def _export_on_the_grid(probs: np.ndarray, label_manager: LabelManager) -> np.ndarray:
+    """Export with nothing to undo (no transpose, crop or resampling): only probabilities -> labels is left."""
+    shape = list(probs.shape[1:])
+    props = {"shape_before_cropping": shape, "bbox_used_for_cropping": [[0, s] for s in shape],
+             "shape_after_cropping_and_before_resampling": shape, "spacing_transposed": [1.0, 1.0, 1.0]}
+    plans = {"configurations": {CONFIGURATION: {"spacing": [1.0, 1.0, 1.0]}}, "transpose_backward": [0, 1, 2]}
+    return export_prediction(probs, props, plans, label_manager)[0]
+
+
+def test_labels_are_the_argmax_with_ties_to_the_lower_head() -> None:
+    probs = np.zeros((3, 1, 2, 3), dtype=np.float32)
+    probs[0, 0, 0, 0] = probs[1, 0, 0, 1] = probs[2, 0, 1, 0] = probs[2, 0, 1, 1] = 1.0
+    probs[:, 0, 0, 2] = [0.2, 0.4, 0.4]  # a tie between heads 1 and 2
+    probs[:, 0, 1, 2] = [0.5, 0.5, 0.0]  # a tie with the background
+    seg = _export_on_the_grid(probs, LABELS)
+    assert seg.tolist() == [[[0, 1, 1], [2, 2, 0]]] and seg.dtype == np.uint8  # hand-computed
+    with pytest.raises(ValueError, match=r"probabilities must be \(3, z, y, x\)"):
+        _export_on_the_grid(probs[:2], LABELS)
+
+
+def test_regions_round_trip_through_probabilities() -> None:
+    brats = LabelManager({"background": 0, "whole": [1, 2, 3], "core": [2, 3], "enhancing": [3]}, [1, 2, 3])
+    seg = np.random.default_rng(0).integers(0, 4, size=(5, 6, 7))
+    probs = brats.to_onehot(seg).astype(np.float32) * 0.9 + 0.05
+    np.testing.assert_array_equal(_export_on_the_grid(probs, brats), seg)
+
+
+def test_regions_paint_in_class_order() -> None:
+    probs = np.array([[0.9, 0.9, 0.1], [0.2, 0.8, 0.8]], dtype=np.float32).reshape(2, 1, 1, 3)
+    assert _export_on_the_grid(probs, REGIONS).ravel().tolist() == [1, 2, 2]
 
 
 def test_export_inverts_transpose_and_crop_exactly() -> None:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from segformer3d_auto.model import create_model
+from segformer3d_auto.model.layers import attention_implementation
 from segformer3d_auto.planners.memory import count_saved_tensors, estimate_training_memory
 
 ANISO = dict(
@@ -54,3 +55,26 @@ def test_scaling_to_a_batch_matches_counting_it() -> None:
     two = estimate_training_memory("segformer3d_b0", kwargs, (32, 32, 32), 2)
     six = estimate_training_memory("segformer3d_b0", kwargs, (32, 32, 32), 6)
     assert two.rescaled(2, 6).total == pytest.approx(six.total, rel=0.02)
+
+
+def test_the_attention_override_is_scoped_to_one_model() -> None:
+    """The counting swaps the attention of the model it is given, for the ``with`` block only: another model,
+    used meanwhile (another thread), keeps the real attention."""
+    torch.manual_seed(0)
+    counted, other = (create_model("segformer3d_b0", in_channels=1, num_classes=2).eval() for _ in range(2))
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        before = other(x)
+        calls = []
+
+        def spy(q, k, v, **kwargs):
+            calls.append(q.shape)
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, **kwargs)
+
+        with attention_implementation(counted, spy):
+            counted(x)
+            assert len(calls) == 8  # two blocks in each of four stages
+            torch.testing.assert_close(other(x), before)
+            assert len(calls) == 8
+        counted(x)
+        assert len(calls) == 8  # restored after the block

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segformer3d_auto.planners.planner import initial_patch, plan_network, target_spacing, total_stride, transpose_for
+from segformer3d_auto.model.segformer3d import total_stride
+from segformer3d_auto.planners.planner import initial_patch, plan_network, target_spacing, transpose_for
 
 
 def test_target_spacing_is_the_median_and_anisotropic_axis_takes_its_10th_percentile() -> None:
@@ -37,7 +38,7 @@ def test_initial_patch_is_spacing_proportional_and_clipped() -> None:
 def test_plan_fits_the_memory_target(gpu_gb: float) -> None:
     plan = plan_network([1.0, 1.0, 1.0], [160, 160, 160], 4, 3, num_cases=400, gpu_memory_gb=gpu_gb)
     patch, kwargs = plan["patch_size"], plan["network"]["kwargs"]
-    assert all(p % s == 0 for p, s in zip(patch, total_stride(kwargs)))
+    assert all(p % s == 0 for p, s in zip(patch, total_stride(kwargs["patch_stride"])))
     assert plan["batch_size"] >= 2
     assert plan["memory"]["estimated_gb"] <= gpu_gb
     assert plan["memory"]["target_gb"] == gpu_gb
@@ -63,6 +64,6 @@ def test_rejects_non_positive_memory() -> None:
 def test_patch_is_rounded_up_so_the_median_image_fits_one_window() -> None:
     # nnU-Net's rule: 13x52x51 voxels would need 2x2x2 windows of a rounded-down 12x48x48 patch
     plan = plan_network([5.0, 0.8, 0.8], [13, 52, 51], 1, 3, num_cases=10, gpu_memory_gb=8.0)
-    patch, stride = plan["patch_size"], total_stride(plan["network"]["kwargs"])
+    patch, stride = plan["patch_size"], total_stride(plan["network"]["kwargs"]["patch_stride"])
     assert all(p % s == 0 for p, s in zip(patch, stride))
     assert all(m <= p < m + s for m, p, s in zip([13, 52, 51], patch, stride))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from segformer3d_auto.preprocessing.cropping import OUTSIDE_LABEL, bounding_box, crop_to_nonzero, uncrop
+from segformer3d_auto.preprocessing.cropping import OUTSIDE_LABEL, crop_to_nonzero, uncrop
 
 
 def _case() -> tuple[np.ndarray, np.ndarray]:
@@ -74,7 +74,6 @@ def test_without_seg_returns_mask_and_empty_image_keeps_everything() -> None:
     cropped, seg, bbox = crop_to_nonzero(empty, np.zeros((4, 5, 6), dtype=np.int8))
     assert bbox == [[0, 4], [0, 5], [0, 6]] and cropped.shape == empty.shape
     assert np.all(seg == OUTSIDE_LABEL)
-    assert bounding_box(np.zeros((2, 2), dtype=bool)) == [[0, 2], [0, 2]]
 
 
 def test_bad_arguments() -> None:

@@ -34,9 +34,24 @@ def test_training_transforms_crop_to_the_patch_and_keep_label_values():
 
 
 def test_anisotropic_transforms_work_in_plane_and_keep_the_slices():
+    """Every slice carries a rectangle labelled with its own value: an in-plane transform never moves a voxel to
+    another slice, so each output slice holds its own value or background, however it is rotated, scaled or
+    mirrored. A 3D rotation or scaling would mix the slices."""
     transform = training_transforms([4, 16, 16], [1, 2], anisotropic=True, regions=True)
-    out = transform(**_batch((4, 27, 27)))
-    assert tuple(out["data"].shape) == (2, 2, 4, 16, 16) and tuple(out["seg"].shape) == (2, 1, 4, 16, 16)
+    slice_values = [1, 2, 3, 1]
+    np.random.seed(0)
+    transformed = 0
+    for _ in range(10):  # 20 samples: rotation and scaling each come with probability 0.2 per sample
+        batch = _batch((4, 27, 27))
+        batch["seg"][:] = 0
+        for z, value in enumerate(slice_values):
+            batch["seg"][:, :, z, 8:19, 8:14] = value  # 66 voxels, inside the centre crop 5:21
+        out = transform(**batch)
+        assert tuple(out["data"].shape) == (2, 2, 4, 16, 16) and tuple(out["seg"].shape) == (2, 1, 4, 16, 16)
+        for z, value in enumerate(slice_values):
+            assert set(np.unique(out["seg"][:, 0, z]).tolist()) <= {0, value}, f"slice {z} got another's labels"
+        transformed += int(((out["seg"][:, 0] != 0).sum(axis=(2, 3)) != 66).any())  # mirroring keeps the area
+    assert transformed > 0  # the planes really were rotated or scaled
 
 
 def test_validation_transforms_change_nothing_but_the_padding_label():

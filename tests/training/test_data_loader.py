@@ -2,15 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from segformer3d_auto.training.data_loader import PatchLoader, PreprocessedCases, crop_padded
+from segformer3d_auto.training.data_loader import PatchLoader, PreprocessedCases
 from tests.training.data import DATASET, prepared_roots
-
-
-def test_crop_padded_fills_outside_the_array():
-    array = np.arange(27, dtype=np.int16).reshape(1, 3, 3, 3)
-    out = crop_padded(array, [-1, 1, 2], [3, 3, 3], -1)
-    assert out.shape == (1, 3, 3, 3)
-    assert (out[0, 0] == -1).all() and out[0, 1, 0, 0] == array[0, 0, 1, 2] and out[0, 1, 0, 1] == -1
 
 
 def test_loader_batches_and_foreground_oversampling(tmp_path_factory):

@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from segformer3d_auto.checkpoint import load_checkpoint, load_network_weights, save_checkpoint
 from segformer3d_auto.errors import InputError
-from segformer3d_auto.training.checkpoint import load_checkpoint, newest_checkpoint, save_checkpoint
+from segformer3d_auto.model_folder import newest_checkpoint
 
 
 def test_checkpoint_round_trip_with_weights_only(tmp_path):
@@ -27,3 +28,18 @@ def test_corrupt_or_foreign_checkpoint_is_an_input_error(tmp_path):
         load_checkpoint(tmp_path / "foreign.pth")
     with pytest.raises(InputError, match="not found"):
         load_checkpoint(tmp_path / "missing.pth")
+
+
+def test_network_weights_for_prediction(tmp_path):
+    torch.save({"network_weights": {"w": torch.ones(2)}}, tmp_path / "weights.pth")
+    assert torch.equal(load_network_weights(tmp_path / "weights.pth")["w"], torch.ones(2))
+    torch.save({"weights": 1}, tmp_path / "other.pth")
+    with pytest.raises(InputError, match="other.pth: checkpoint holds no 'network_weights'"):
+        load_network_weights(tmp_path / "other.pth")
+    torch.save({"network_weights": {"w": torch.ones(2)}, "code": _NotATensor()}, tmp_path / "pickled.pth")
+    with pytest.raises(InputError, match="pickled.pth: not a readable checkpoint"):  # weights_only refuses it
+        load_network_weights(tmp_path / "pickled.pth")
+
+
+class _NotATensor:
+    """An arbitrary object: unpickling it would need code, which ``weights_only`` loading refuses."""
