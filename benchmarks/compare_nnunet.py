@@ -1,7 +1,9 @@
 """segformer3d_auto next to nnU-Net v2 on the same generated datasets, the same machine, one after the other.
 
 For each dataset (``mri``: 4-channel BraTS-like regions; ``ct``: anisotropic CT-like labels; ``msd``: a legacy
-MSD task converted with ``sf3d_convert_msd``, whose output is nnU-Net v2's raw format and serves both) it
+MSD task converted with ``sf3d_convert_msd``, whose output is nnU-Net v2's raw format and serves both; ``thin``:
+a folded ribbon and 1-3 voxel vessels; ``anatomy``: grey / white matter of the MNI template that nilearn ships,
+at 2 mm, needs ``pip install -e ".[anatomy]"``) it
 measures, for both pipelines:
 
 - plan and preprocess: wall time and peak RSS of the whole command tree (same ``-np``);
@@ -24,7 +26,7 @@ started beside it on 2 cores), and the load average printed with the table shows
 The printed table is markdown, ready for docs/benchmarks.md; ``results.json`` in the work folder keeps the raw numbers.
 
     python benchmarks/compare_nnunet.py --nnunet-python /path/to/nnunet-env/bin/python \\
-        [--budget-minutes 5] [--datasets mri ct msd] [--workdir DIR] [--small]
+        [--budget-minutes 5] [--datasets mri ct msd thin anatomy] [--workdir DIR] [--small]
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ DATASETS = {
     "mri": (601, (64, 64, 64), (32, 32, 32)),
     "ct": (602, (24, 96, 96), (12, 48, 48)),
     "msd": (603, (20, 64, 64), (12, 40, 40)),
+    "thin": (604, (48, 48, 48), (32, 32, 32)),
+    "anatomy": (605, (), ()),  # the MNI template at 2 mm (3 mm with --small); needs the anatomy extra
 }
 WARMUP_EPOCHS = 2
 VAL_ITERATIONS = 1
@@ -63,7 +67,13 @@ def log(message: str) -> None:
 
 def make_dataset(kind: str, work: Path, raw: Path, small: bool, num_processes: int) -> tuple[int, Path]:
     """Generate one dataset into ``raw``; returns (ID, its raw folder)."""
-    from segformer3d_auto.dataset.synthetic import make_ct_dataset, make_mri_regions_dataset, make_msd_task
+    from segformer3d_auto.dataset.anatomy import make_anatomy_dataset
+    from segformer3d_auto.dataset.synthetic import (
+        make_ct_dataset,
+        make_mri_regions_dataset,
+        make_msd_task,
+        make_thin_dataset,
+    )
 
     dataset_id, shape, small_shape = DATASETS[kind]
     counts = {"num_cases": 5, "num_test_cases": 2} if small else {"num_cases": 10, "num_test_cases": 6}
@@ -72,6 +82,14 @@ def make_dataset(kind: str, work: Path, raw: Path, small: bool, num_processes: i
         return dataset_id, make_mri_regions_dataset(raw, dataset_id=dataset_id, shape=shape, **counts)
     if kind == "ct":
         return dataset_id, make_ct_dataset(raw, dataset_id=dataset_id, shape=shape, **counts)
+    if kind == "thin":
+        return dataset_id, make_thin_dataset(raw, dataset_id=dataset_id, shape=shape, **counts)
+    if kind == "anatomy":
+        try:
+            return dataset_id, make_anatomy_dataset(raw, dataset_id=dataset_id, spacing=3.0 if small else 2.0,
+                                                    **counts)
+        except ValueError as error:
+            sys.exit(f"anatomy: {error}")
     task = make_msd_task(work / "msd", name="Task05_Prostate", shape=shape, **counts)
     env = dict(os.environ, SF3D_RAW=str(raw))
     result = subprocess.run([sys.executable, "-m", "segformer3d_auto.cli.convert_msd", "-i", str(task), "-d",
@@ -201,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nnunet-python", required=True, help="python of an environment with nnunetv2 installed")
     parser.add_argument("--budget-minutes", type=float, default=5.0, help="training budget per pipeline and dataset")
-    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS), default=["mri", "ct", "msd"])
+    parser.add_argument("--datasets", nargs="+", choices=sorted(DATASETS),
+                        default=["mri", "ct", "msd", "thin", "anatomy"])
     parser.add_argument("--workdir", type=Path, help="keep data and results here (default: a temporary folder)")
     parser.add_argument("--small", action="store_true", help="5 tiny cases per dataset, for a quick check")
     parser.add_argument("--iterations-per-epoch", type=int, default=10, help="both trainers (default 10)")

@@ -115,3 +115,75 @@ def prostate_case(rng: np.random.Generator, shape: tuple[int, int, int],
         clean = row[seg.astype(np.intp)] * rng.uniform(200.0, 400.0)
         images[channel] = np.maximum(clean * (1 + 0.12 * smooth_noise(rng, shape, sigma=0.7)), 0.0)
     return images, seg
+
+
+def folded_ribbon(shape: tuple[int, int, int], center: np.ndarray, radius: float, thickness: float,
+                  folds: int, depth: float, phase: np.ndarray) -> np.ndarray:
+    """A closed, folded shell (cortex-like ribbon) ``thickness`` voxels thick around a sphere of ``radius``.
+
+    The shell's radius varies with direction by up to ``depth`` voxels in ``folds`` waves per turn, so the ribbon
+    bends back and forth like gyri and sulci; its thickness is measured along the radius.
+    """
+    grids = np.ogrid[tuple(slice(0, s) for s in shape)]
+    z, y, x = (g - c for g, c in zip(grids, center))
+    rho = np.sqrt(z * z + y * y + x * x)
+    polar = np.arccos(np.clip(z / np.maximum(rho, 1e-6), -1.0, 1.0))
+    azimuth = np.arctan2(y, x)
+    surface = radius + depth * np.sin(folds * azimuth + phase[0]) * np.sin(folds * polar + phase[1])
+    return np.abs(rho - surface) <= thickness / 2
+
+
+def tubes(shape: tuple[int, int, int], rng: np.random.Generator, count: int, radius_range: tuple[float, float],
+          steps: int = 24) -> np.ndarray:
+    """``count`` winding tubes (vessel-like) of radius drawn from ``radius_range`` voxels, as a boolean mask.
+
+    Each tube is a smooth random walk of ``steps`` straight segments starting near the centre; a voxel belongs to
+    it when its centre lies within the radius of a segment (exact point-segment distance, so sub-voxel radii give
+    1-3 voxel wide tubes rather than rasterisation noise).
+    """
+    size = np.asarray(shape, dtype=float)
+    mask = np.zeros(shape, dtype=bool)
+    for _ in range(count):
+        radius = rng.uniform(*radius_range)
+        position = size / 2 + rng.uniform(-0.15, 0.15, 3) * size
+        direction = rng.standard_normal(3)
+        step = min(shape) / 12
+        for _ in range(steps):
+            direction = direction / np.linalg.norm(direction) + 0.5 * rng.standard_normal(3)
+            direction /= np.linalg.norm(direction)
+            end = np.clip(position + step * direction, 2, size - 3)
+            segment = end - position
+            # only the segment's bounding box (grown by the radius) can be within reach
+            low = np.maximum(np.floor(np.minimum(position, end) - radius - 1), 0).astype(int)
+            high = np.minimum(np.ceil(np.maximum(position, end) + radius + 2), size).astype(int)
+            box = tuple(slice(lo, hi) for lo, hi in zip(low, high))
+            points = np.stack(np.meshgrid(*(np.arange(lo, hi, dtype=float) for lo, hi in zip(low, high)),
+                                          indexing="ij"), -1)
+            t = np.clip((points - position) @ segment / max(float(segment @ segment), 1e-9), 0.0, 1.0)
+            dist2 = ((points - position - t[..., None] * segment) ** 2).sum(-1)
+            mask[box] |= dist2 <= radius * radius
+            position = end
+    return mask
+
+
+def thin_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A case of thin structures: 1 MRI-like channel and labels 1 ribbon (a folded shell 1.5-2.5 voxels thick,
+    like cortex) and 2 vessels (winding tubes 1-3 voxels wide).
+
+    The ribbon and vessels sit in a head-like ellipsoid of tissue in a background of zeros; vessels cross the
+    ribbon in places (the vessel label wins). The image is a mildly blurred (partial volume) tissue map plus noise.
+    """
+    size = np.asarray(shape, dtype=float)
+    center = size / 2 + rng.uniform(-0.03, 0.03, 3) * size
+    head = ellipsoid(shape, center, size * 0.46)
+    ribbon = folded_ribbon(shape, center, float(min(shape)) * rng.uniform(0.28, 0.33), rng.uniform(1.5, 2.5),
+                           int(rng.integers(3, 6)), float(min(shape)) * rng.uniform(0.05, 0.08),
+                           rng.uniform(0, 2 * np.pi, 2))
+    vessels = tubes(shape, rng, int(rng.integers(5, 8)), (0.6, 1.4))
+    seg = np.zeros(shape, dtype=np.uint8)
+    seg[ribbon & head] = 1
+    seg[vessels & head] = 2
+    tissue = np.array([1.0, 1.9, 0.35])[seg.astype(np.intp)]
+    clean = gaussian_filter(tissue, 0.5) * rng.uniform(300.0, 500.0)
+    image = clean * (1 + 0.08 * smooth_noise(rng, shape, sigma=0.6))
+    return np.where(head, np.maximum(image, 1.0), 0.0).astype(np.float32)[None], seg

@@ -2,6 +2,7 @@
 
 - ``make_mri_regions_dataset``: BraTS-like, 4 MRI channels, nested tumour labels trained as regions.
 - ``make_ct_dataset``: 1 CT channel in Hounsfield units, two organs, anisotropic spacing, flipped axes.
+- ``make_thin_dataset``: thin structures (a folded cortex-like ribbon and 1-3 voxel vessels), 1 MRI channel.
 - ``make_msd_task``: a legacy Medical Segmentation Decathlon task folder (4D multi-channel NIfTI), the input of
   ``sf3d_convert_msd``.
 
@@ -23,6 +24,7 @@ import SimpleITK as sitk
 
 from segformer3d_auto.atomic import atomic_path, write_json
 from segformer3d_auto.dataset import phantoms
+from segformer3d_auto.dataset.anatomy import make_anatomy_dataset
 from segformer3d_auto.dataset.image_io import write_image
 from segformer3d_auto.dataset.naming import channel_file_name
 from segformer3d_auto.paths import dataset_name
@@ -87,6 +89,30 @@ def make_ct_dataset(raw_root: str | Path, dataset_id: int = 502, num_cases: int 
         "file_ending": ".nii.gz",
         "name": "SyntheticCT",
         "description": "Synthetic abdominal CT (segformer3d_auto.dataset.synthetic)",
+    }, folder / "dataset.json")
+    return folder
+
+
+def make_thin_dataset(raw_root: str | Path, dataset_id: int = 503, num_cases: int = 6,
+                      shape: Sequence[int] = (48, 48, 48), spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                      num_test_cases: int = 2, seed: int = 0) -> Path:
+    """Write a thin-structure dataset ``Dataset{ID}_SyntheticThin`` under ``raw_root``; returns its folder.
+
+    One MRI-like channel; labels 1 ribbon (a closed folded shell 1.5-2.5 voxels thick, like cortex) and 2 vessels
+    (winding tubes 1-3 voxels wide). Structures this thin are below the paper's output grid (stride 4), so this is
+    the dataset on which the planner's choice of output resolution shows.
+    """
+    shape, spacing = _check(num_cases, num_test_cases, shape, spacing)
+    props = {"spacing": list(spacing), "origin": [0.0, 0.0, 0.0], "direction": list(IDENTITY)}
+    folder = Path(raw_root) / dataset_name(dataset_id, "SyntheticThin")
+    _write_cases(folder, "thin", seed, num_cases, num_test_cases, phantoms.thin_case, lambda rng: (shape, props))
+    write_json({
+        "channel_names": {"0": "MRI"},
+        "labels": {"background": 0, "ribbon": 1, "vessel": 2},
+        "numTraining": num_cases,
+        "file_ending": ".nii.gz",
+        "name": "SyntheticThin",
+        "description": "Synthetic thin structures (segformer3d_auto.dataset.synthetic): a folded ribbon and vessels",
     }, folder / "dataset.json")
     return folder
 
@@ -188,20 +214,23 @@ def main(argv: list[str] | None = None) -> int:
                "  python -m segformer3d_auto.dataset.synthetic --kind msd --out downloads  "
                "# then: sf3d_convert_msd -i downloads/Task05_Prostate",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kind", choices=("mri", "ct", "msd"), required=True,
-                        help="mri: BraTS-like regions (Dataset501); ct: CT organs (Dataset502); msd: legacy MSD task")
+    parser.add_argument("--kind", choices=("mri", "ct", "thin", "anatomy", "msd"), required=True,
+                        help="mri: BraTS-like regions (Dataset501); ct: CT organs (Dataset502); thin: thin "
+                             "structures (Dataset503); anatomy: real T1 brain anatomy from the MNI template that "
+                             "nilearn ships (Dataset504, needs the anatomy extra); msd: legacy MSD task")
     parser.add_argument("--out", type=Path, required=True,
                         help="raw root to write the dataset into (for msd: the parent of the task folder)")
     parser.add_argument("--num-cases", type=int, default=None, help="training cases (default 6, msd 4)")
     parser.add_argument("--num-test-cases", type=int, default=2, help="held-out cases (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("-d", "--dataset-id", type=int, default=None, help="dataset ID (default 501 / 502)")
+    parser.add_argument("-d", "--dataset-id", type=int, default=None, help="dataset ID (default 501 / 502 / 503 / 504)")
     args = parser.parse_args(argv)
     if args.kind == "msd":
         folder = make_msd_task(args.out, num_cases=args.num_cases or 4, seed=args.seed,
                                num_test_cases=args.num_test_cases)
     else:
-        make = make_mri_regions_dataset if args.kind == "mri" else make_ct_dataset
+        make = {"mri": make_mri_regions_dataset, "ct": make_ct_dataset, "thin": make_thin_dataset,
+                "anatomy": make_anatomy_dataset}[args.kind]
         kwargs = {"dataset_id": args.dataset_id} if args.dataset_id is not None else {}
         folder = make(args.out, num_cases=args.num_cases or 6, num_test_cases=args.num_test_cases,
                       seed=args.seed, **kwargs)

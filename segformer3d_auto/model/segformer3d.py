@@ -28,6 +28,7 @@ from segformer3d_auto.model.layers import (
     to_3tuple,
     tokens_to_volume,
 )
+from segformer3d_auto.model.refinement import RefinementHead
 
 IntOrTriple = int | Sequence[int]
 
@@ -181,6 +182,9 @@ class SegFormer3D(nn.Module):
         decoder_dropout: dropout before the decoder's prediction layer.
         drop_rate: dropout inside the transformer blocks (0 in the official network).
         attn_drop_rate: dropout on attention probabilities (0 in the official network).
+        refine_channels: width of a full-resolution refinement head (``refinement.py``) that corrects the
+            upsampled logits from a shallow convolutional stem on the image, so that structures thinner than the
+            first stage's grid can be drawn; 0 (the official network) for none.
 
     Raises:
         ValueError: for lists of different lengths, non-positive sizes, heads that do not divide the channels, or
@@ -203,9 +207,12 @@ class SegFormer3D(nn.Module):
         decoder_dropout: float = 0.0,
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
+        refine_channels: int = 0,
     ) -> None:
         super().__init__()
         _check_positive_int(in_channels, "in_channels")
+        if isinstance(refine_channels, bool) or not isinstance(refine_channels, int) or refine_channels < 0:
+            raise ValueError(f"refine_channels must be a non-negative int, got {refine_channels!r}")
         _check_positive_int(num_classes, "num_classes")
         _check_positive_int(decoder_head_embedding_dim, "decoder_head_embedding_dim")
         per_stage = {
@@ -244,7 +251,10 @@ class SegFormer3D(nn.Module):
             for i in range(len(embed_dims))
         )
         self.decode_head = AllMLPDecoder(embed_dims, decoder_head_embedding_dim, num_classes, decoder_dropout)
+        self.refine = RefinementHead(in_channels, num_classes, refine_channels) if refine_channels else None
         self.apply(init_weights)
+        if self.refine is not None:
+            self.refine.reset_output()
 
     def stage_grids(self, spatial_size: Sequence[int]) -> list[Grid]:
         """The (D, H, W) token grid of every stage for an input of ``spatial_size``.
@@ -296,7 +306,8 @@ class SegFormer3D(nn.Module):
             raise ValueError(f"expected input (B, {self.in_channels}, D, H, W), got {tuple(x.shape)}")
         size = (x.shape[2], x.shape[3], x.shape[4])
         self.stage_grids(size)
-        return self.decode_head(self.forward_features(x), size)
+        logits = self.decode_head(self.forward_features(x), size)
+        return logits if self.refine is None else self.refine(x, logits)
 
 
 def _check_positive_int(value: object, name: str) -> None:

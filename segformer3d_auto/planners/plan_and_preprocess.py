@@ -11,6 +11,8 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from segformer3d_auto.atomic import atomic_path, read_json, write_json
 from segformer3d_auto.dataset.dataset_json import list_training_cases, load_dataset_json
 from segformer3d_auto.dataset.integrity import check_dataset
@@ -20,6 +22,7 @@ from segformer3d_auto.paths import preprocessed_root, raw_root, resolve_dataset_
 from segformer3d_auto.planners.fingerprint import extract_fingerprint
 from segformer3d_auto.planners.planner import CONFIGURATION, plan_experiment
 from segformer3d_auto.planners.splits import load_or_create_splits
+from segformer3d_auto.planners.structure_fingerprint import structure_fingerprint
 from segformer3d_auto.preprocessing.dataset_preprocessor import preprocess_dataset
 
 
@@ -77,6 +80,10 @@ def plan_and_preprocess(
             fingerprint = read_json(fingerprint_file)
         else:
             fingerprint = extract_fingerprint(cases, pool.bind("fingerprint"))
+        if "output_grid_ceiling" not in fingerprint:
+            fingerprint.update(structure_fingerprint(
+                [c.label for c in cases], dataset_json, np.median(fingerprint["spacings"], axis=0),
+                np.median(fingerprint["shapes_after_crop"], axis=0), pool.bind("structure")))
         timings["fingerprint"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -103,9 +110,13 @@ def plan_and_preprocess(
         f"  spacing {_fmt(config['spacing'])} mm (transpose {plans['transpose_forward']}), "
         f"median shape {_fmt(config['median_image_size_in_voxels'])}",
         f"  {network['name']}: patch {_fmt(config['patch_size'])}, batch {config['batch_size']}, "
-        f"first stride {_fmt(network['kwargs']['patch_stride'][0])}, "
+        f"first stride {_fmt(network['kwargs']['patch_stride'][0])}"
+        + (f" + refinement head ({network['kwargs']['refine_channels']} channels)"
+           if network["kwargs"].get("refine_channels") else "") + ", "
         f"memory {config['memory']['estimated_gb']:.2f} of {config['memory']['target_gb']:.1f} GB",
         f"  normalization {', '.join(config['normalization_schemes'])}",
+        *structure_lines(fingerprint),
+        f"  output resolution: {config['output_resolution']['chosen']} ({config['output_resolution']['reason']})",
     ]
     if preprocess:
         lines.append(f"  preprocessed {len(done)} cases now ({len(cases) - len(done)} were done already)")
@@ -130,6 +141,20 @@ def _preprocess_part(name: str, num_parts: int, part_id: int, num_processes: int
     return (f"{name}: part {part_id} of {num_parts}: {len(part)} of {len(cases)} cases -> {out}\n"
             f"  preprocessed {len(done)} cases now ({len(part) - len(done)} were done already), "
             f"{time.perf_counter() - start:.1f} s")
+
+
+def structure_lines(fingerprint: dict) -> list[str]:
+    """The fingerprint's structure thickness and output-grid ceilings, a few lines for the report."""
+    thickness = fingerprint.get("structure_thickness_mm", {})
+    ceilings = fingerprint.get("output_grid_ceiling", {})
+    lines = []
+    if thickness:
+        lines.append("  thickness (mm, p5/p50): " + ", ".join(
+            f"{name} {v['p05_mm']:g}/{v['p50_mm']:g}" for name, v in thickness.items()))
+    for entry in ceilings.values():
+        lines.append(f"  output grid stride {_fmt(entry['stride'])}: ceiling mean {entry['mean']:.3f} ("
+                     + ", ".join(f"{name} {v:.3f}" for name, v in entry["per_class"].items()) + ")")
+    return lines
 
 
 def _copy_ground_truth(cases, folder: Path, file_ending: str) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 from segformer3d_auto.dataset.labels import LabelManager
 from segformer3d_auto.planners import CONFIGURATION
 from segformer3d_auto.planners.memory import GIB, MemoryEstimate, estimate_training_memory
+from segformer3d_auto.planners.output_resolution import choose_output_resolution
 from segformer3d_auto.planners.topology import Topology, plan_topology
 from segformer3d_auto.preprocessing.normalization import scheme_for_channel_name
 from segformer3d_auto.preprocessing.resampling import ANISOTROPY_THRESHOLD, RESAMPLING_DEFAULTS
@@ -59,7 +60,7 @@ def initial_patch(spacing: Sequence[float], median_shape: Sequence[int]) -> list
 
 
 def fit_to_topology(
-    spacing: Sequence[float], patch: Sequence[int], round_up: bool = False
+    spacing: Sequence[float], patch: Sequence[int], round_up: bool = False, first_stride_cap: int = 4
 ) -> tuple[list[int], Topology]:
     """Round a patch to a multiple of the total stride of its own topology (which depends on the patch).
 
@@ -69,7 +70,7 @@ def fit_to_topology(
     """
     patch = [max(1, int(p)) for p in patch]
     for _ in range(8):
-        topology = plan_topology(spacing, patch)
+        topology = plan_topology(spacing, patch, first_stride_cap)
         stride = topology.total_stride
         if round_up:
             fitted = [-(-p // s) * s for p, s in zip(patch, stride)]
@@ -78,18 +79,22 @@ def fit_to_topology(
         if fitted == patch:
             return patch, topology
         patch = fitted
-    return patch, plan_topology(spacing, patch)
+    return patch, plan_topology(spacing, patch, first_stride_cap)
 
 
 class _Estimator:
     """Cached memory estimates for one network variant and dataset."""
 
-    def __init__(self, model: str, in_channels: int, num_classes: int) -> None:
+    def __init__(self, model: str, in_channels: int, num_classes: int, first_stride_cap: int = 4,
+                 refine_channels: int = 0) -> None:
         self.model, self.in_channels, self.num_classes = model, in_channels, num_classes
+        self.first_stride_cap, self.refine_channels = first_stride_cap, refine_channels
         self._for_two = lru_cache(maxsize=None)(self._estimate_two)
 
     def kwargs(self, topology: Topology) -> dict[str, Any]:
-        return {"in_channels": self.in_channels, "num_classes": self.num_classes, **topology.network_kwargs()}
+        extra = {"refine_channels": self.refine_channels} if self.refine_channels else {}
+        return {"in_channels": self.in_channels, "num_classes": self.num_classes, **topology.network_kwargs(),
+                **extra}
 
     def estimate(self, spacing: tuple[float, ...], patch: tuple[int, ...], batch_size: int) -> MemoryEstimate:
         """Memory of a training step; one counted forward per patch, scaled to the batch size."""
@@ -97,7 +102,7 @@ class _Estimator:
 
     def _estimate_two(self, spacing: tuple[float, ...], patch: tuple[int, ...]) -> MemoryEstimate:
         # counted at batch 2: train-mode BatchNorm needs more than one value per channel
-        topology = plan_topology(spacing, patch)
+        topology = plan_topology(spacing, patch, self.first_stride_cap)
         return estimate_training_memory(self.model, self.kwargs(topology), patch, 2)
 
 
@@ -109,13 +114,16 @@ def plan_network(
     num_cases: int,
     gpu_memory_gb: float = 8.0,
     model: str = "segformer3d_b0",
+    first_stride_cap: int = 4,
+    refine_channels: int = 0,
 ) -> dict[str, Any]:
     """Patch size, batch size and network of the 3d_fullres configuration.
 
     Starts from a spacing-proportional patch clipped to the median shape and rounded up to the network's stride
     (so that the median image fits one window when memory allows), shrinks the axis that is largest relative
     to the median image until a batch of two fits ``gpu_memory_gb``, then grows the batch while it fits, at most
-    to 5% of the dataset's voxels.
+    to 5% of the dataset's voxels. ``first_stride_cap`` and ``refine_channels`` choose the output resolution
+    (``output_resolution.py``); the defaults are the paper's network.
 
     Raises:
         ValueError: for a non-positive memory target.
@@ -124,8 +132,9 @@ def plan_network(
         raise ValueError(f"gpu_memory_gb must be positive, got {gpu_memory_gb}")
     target = gpu_memory_gb * GIB
     spacing = tuple(float(s) for s in spacing)
-    estimator = _Estimator(model, in_channels, num_classes)
-    patch, topology = fit_to_topology(spacing, initial_patch(spacing, median_shape), round_up=True)
+    estimator = _Estimator(model, in_channels, num_classes, first_stride_cap, refine_channels)
+    patch, topology = fit_to_topology(spacing, initial_patch(spacing, median_shape), round_up=True,
+                                      first_stride_cap=first_stride_cap)
     while estimator.estimate(spacing, tuple(patch), MIN_BATCH_SIZE).total > target:
         ratios = [p / m for p, m in zip(patch, median_shape)]
         shrinkable = [a for a in range(3) if patch[a] > topology.total_stride[a]]
@@ -133,7 +142,7 @@ def plan_network(
             break
         axis = max(shrinkable, key=lambda a: (ratios[a], patch[a]))
         patch[axis] -= topology.total_stride[axis]
-        patch, topology = fit_to_topology(spacing, patch)
+        patch, topology = fit_to_topology(spacing, patch, first_stride_cap=first_stride_cap)
 
     one = estimator.estimate(spacing, tuple(patch), 1).total
     two = estimator.estimate(spacing, tuple(patch), 2).total
@@ -184,9 +193,12 @@ def plan_experiment(
     use_mask = [bool(crop_removed_much and s == "ZScoreNormalization") for s in schemes]
     labels = LabelManager.from_dataset_json(dataset_json)
 
-    network = plan_network(
-        spacing_t, median_shape, len(schemes), labels.num_segmentation_heads, len(spacings), gpu_memory_gb, model
-    )
+    def plan_candidate(first_stride_cap: int, refine_channels: int) -> dict[str, Any]:
+        return plan_network(spacing_t, median_shape, len(schemes), labels.num_segmentation_heads, len(spacings),
+                            gpu_memory_gb, model, first_stride_cap, refine_channels)
+
+    network, output_resolution = choose_output_resolution(
+        fingerprint.get("output_grid_ceiling"), plan_candidate, model, gpu_memory_gb)
     patch = network["patch_size"]
     resampling = {kind: dict(settings) for kind, settings in RESAMPLING_DEFAULTS.items()}
     configuration = {
@@ -202,6 +214,7 @@ def plan_experiment(
         "anisotropic": bool(max(patch) / patch[0] > ANISOTROPY_THRESHOLD),
         "network": network["network"],
         "memory": network["memory"],
+        "output_resolution": output_resolution,
     }
     return {
         "dataset_name": dataset_name,

@@ -49,14 +49,19 @@ class Topology:
         }
 
 
-def plan_topology(spacing: Sequence[float], patch_size: Sequence[int]) -> Topology:
+def plan_topology(spacing: Sequence[float], patch_size: Sequence[int], first_stride_cap: int = 4) -> Topology:
     """Strides, kernels, paddings and spatial-reduction ratios for ``patch_size`` voxels of ``spacing`` mm.
 
+    ``first_stride_cap`` limits the first embedding's stride per axis (4: the paper's network; 2: a finer output
+    grid, see :func:`_cap_first_stride`).
+
     Raises:
-        ValueError: for spacings or sizes that are not three positive numbers.
+        ValueError: for spacings or sizes that are not three positive numbers, or a cap other than 2 or 4.
     """
     if len(spacing) != 3 or len(patch_size) != 3 or min(spacing) <= 0 or min(patch_size) <= 0:
         raise ValueError(f"need three positive spacings and sizes, got {spacing!r} and {patch_size!r}")
+    if first_stride_cap not in (2, 4):
+        raise ValueError(f"first_stride_cap must be 2 or 4, got {first_stride_cap!r}")
     current = [float(s) for s in spacing]
     size = [float(s) for s in patch_size]
     strides = [[1, 1, 1] for _ in range(4)]
@@ -73,6 +78,9 @@ def plan_topology(spacing: Sequence[float], patch_size: Sequence[int]) -> Topolo
             size[axis] = math.ceil(size[axis] / 2)
     while len(stage_input_spacing) < 4:
         stage_input_spacing.append(list(current))
+    moved = _cap_first_stride(strides, first_stride_cap)
+    if any(m > 1 for m in moved):
+        stage_input_spacing[1] = [sp * s for sp, s in zip(spacing, strides[0])]
 
     kernels, paddings = [], []
     for stage in range(4):
@@ -98,8 +106,27 @@ def plan_topology(spacing: Sequence[float], patch_size: Sequence[int]) -> Topolo
         grid_spacing = [sp * s for sp, s in zip(grid_spacing, strides[stage])]
         grids.append(grid)
         stage_spacings.append(grid_spacing)
-    sr = [plan_sr_ratio(g, sp, OFFICIAL_SR[i] ** 3) for i, (g, sp) in enumerate(zip(grids, stage_spacings))]
+    # the first stage keeps the paper's number of key/value tokens: its reduction grows with its finer grid
+    reductions = [OFFICIAL_SR[0] ** 3 * math.prod(moved), *(r**3 for r in OFFICIAL_SR[1:])]
+    sr = [plan_sr_ratio(g, sp, r) for g, sp, r in zip(grids, stage_spacings, reductions)]
     return Topology(strides, kernels, paddings, sr)
+
+
+def _cap_first_stride(strides: list[list[int]], cap: int) -> list[int]:
+    """Move the first embedding's stride above ``cap`` to the second stage, in place; returns the factor moved.
+
+    The second stage then strides by up to 4 (kernel 7, as the paper's first embedding) and every later grid is
+    the paper's, so only the first stage and the decoder, which predicts on the first stage's grid, get finer.
+    (A full-resolution output is the refinement head's job, ``model/refinement.py``: a second-stage stride of 8
+    would need a 15-voxel kernel.)
+    """
+    moved = [1, 1, 1]
+    for axis in range(3):
+        while strides[0][axis] > cap and strides[1][axis] < 4:
+            strides[0][axis] //= 2
+            strides[1][axis] *= 2
+            moved[axis] *= 2
+    return moved
 
 
 def plan_sr_ratio(grid: Sequence[int], spacing: Sequence[float], reduction: int) -> list[int]:

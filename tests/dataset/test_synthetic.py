@@ -1,17 +1,28 @@
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
+from scipy.ndimage import binary_erosion
 
+from segformer3d_auto.dataset import anatomy
+from segformer3d_auto.dataset.anatomy import anatomy_case
 from segformer3d_auto.dataset.dataset_json import list_training_cases, load_dataset_json
 from segformer3d_auto.dataset.image_io import read_images, read_segmentation
 from segformer3d_auto.dataset.integrity import check_dataset
 from segformer3d_auto.dataset.labels import LabelManager
-from segformer3d_auto.dataset.synthetic import make_ct_dataset, make_mri_regions_dataset, make_msd_task
+from segformer3d_auto.dataset.phantoms import ellipsoid
+from segformer3d_auto.dataset.synthetic import (
+    make_ct_dataset,
+    make_mri_regions_dataset,
+    make_msd_task,
+    make_thin_dataset,
+)
 
 
 def _case(folder, identifier):
@@ -95,3 +106,41 @@ def test_command_line_entry_point(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("Dataset612_SyntheticCT")
     assert (tmp_path / "Dataset612_SyntheticCT" / "labelsTr" / "ct_000.nii.gz").is_file()
+
+
+def test_thin_dataset_has_structures_below_the_paper_grid(tmp_path):
+    folder = make_thin_dataset(tmp_path, num_cases=2, shape=(32, 32, 32), num_test_cases=1)
+    assert folder.name == "Dataset503_SyntheticThin"
+    dj = load_dataset_json(folder / "dataset.json")
+    assert dj["labels"] == {"background": 0, "ribbon": 1, "vessel": 2}
+    assert check_dataset(folder, dj, verify=True) == []
+    images, seg, _ = _case(folder, "thin_000")
+    assert images.shape == (1, 32, 32, 32) and set(np.unique(seg)) == {0, 1, 2}
+    for label in (1, 2):
+        mask = seg == label
+        # thin: a 3x3x3 erosion (which keeps only voxels at least 2 voxels from both sides) removes nearly all
+        survivors = binary_erosion(mask, np.ones((3, 3, 3), bool)).sum()
+        assert mask.sum() > 30 and survivors <= 0.05 * mask.sum()
+    assert images[0][seg == 1].mean() > 1.3 * images[0][(seg == 0) & (images[0] > 0)].mean()
+
+
+def test_anatomy_case_from_a_template(tmp_path):
+    # a stand-in template of the same kind (T1 and grey / white probability maps at 1 mm): white matter inside
+    # a grey shell; the case at 2 mm must label the shell grey and the core white, on a half-size grid
+    shape = (40, 48, 44)
+    c = np.asarray(shape) / 2
+    wm = ellipsoid(shape, c, np.asarray(shape) * 0.3).astype(np.float32)
+    gm = ellipsoid(shape, c, np.asarray(shape) * 0.4).astype(np.float32) - wm
+    t1 = 0.5 * gm + 1.0 * wm + 0.2 * ellipsoid(shape, c, np.asarray(shape) * 0.45)
+    image, seg = anatomy_case(np.random.default_rng(0), {"t1": t1, "gm": gm, "wm": wm}, (1.0, 1.0, 1.0), 2.0,
+                              deformation_mm=1.0)
+    assert image.shape == (1, 20, 24, 22) and seg.shape == (20, 24, 22)
+    centre = tuple(s // 2 for s in seg.shape)
+    assert seg[centre] == 2 and seg[0, 0, 0] == 0 and (seg == 1).sum() > 50
+    assert image[0][seg == 2].mean() > image[0][seg == 1].mean()
+
+
+def test_anatomy_needs_nilearn_and_says_so(monkeypatch):
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match=r"\[anatomy\]"):
+        anatomy.template_folder()

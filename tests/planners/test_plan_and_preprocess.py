@@ -16,7 +16,7 @@ import pytest
 import SimpleITK as sitk
 
 from segformer3d_auto.atomic import read_json, write_json
-from segformer3d_auto.dataset.synthetic import make_mri_regions_dataset
+from segformer3d_auto.dataset.synthetic import make_mri_regions_dataset, make_thin_dataset
 
 CLI = [sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess"]
 
@@ -223,3 +223,15 @@ def test_malformed_input_exits_2_naming_the_file_and_writes_nothing(kind: str, s
 def test_unknown_dataset(sf3d_roots) -> None:
     result = run("-d", "999", check=False)
     assert result.returncode == 2 and "999" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_thin_structures_get_a_finer_output(tmp_path: Path, sf3d_roots) -> None:
+    folder = make_thin_dataset(sf3d_roots.raw, num_cases=2, shape=(24, 24, 24), num_test_cases=0)
+    result = run("-d", "503", "-np", "1", "--no-preprocess")
+    fingerprint = read_json(sf3d_roots.preprocessed / folder.name / "dataset_fingerprint.json")
+    assert set(fingerprint["structure_thickness_mm"]) == {"ribbon", "vessel"}
+    assert fingerprint["output_grid_ceiling"]["4"]["mean"] < 0.98
+    config = read_json(sf3d_roots.preprocessed / folder.name / "plans.json")["configurations"]["3d_fullres"]
+    chosen = config["output_resolution"]["chosen"]
+    assert chosen != "paper" and f"output resolution: {chosen}" in result.stdout
+    assert "ceiling mean" in result.stdout and "thickness (mm, p5/p50): ribbon" in result.stdout

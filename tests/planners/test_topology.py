@@ -53,3 +53,21 @@ def test_sr_ratio_reduces_finest_axes_first_and_never_below_one_voxel() -> None:
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="three positive"):
         plan_topology((1.0, 1.0), (32, 32, 32))
+
+
+def test_first_stride_cap_moves_the_stride_to_stage_two_and_keeps_later_grids():
+    paper = plan_topology([1.0, 1.0, 1.0], [64, 64, 64])
+    finer = plan_topology([1.0, 1.0, 1.0], [64, 64, 64], first_stride_cap=2)
+    assert paper.patch_stride[:2] == [[4, 4, 4], [2, 2, 2]]
+    assert finer.patch_stride[:2] == [[2, 2, 2], [4, 4, 4]]
+    assert finer.patch_stride[2:] == paper.patch_stride[2:] and finer.total_stride == paper.total_stride
+    assert finer.patch_kernel_size[:2] == [[3, 3, 3], [7, 7, 7]] and finer.patch_padding[1] == [3, 3, 3]
+    # the first stage has 8x the tokens; its key/value tokens stay the paper's (64*8 = 512x reduction)
+    assert finer.sr_ratios[0] == [8, 8, 8] and finer.sr_ratios[1:] == paper.sr_ratios[1:]
+    thick = plan_topology([5.0, 0.8, 0.8], [20, 80, 80], first_stride_cap=2)
+    assert thick.patch_stride[0] == [1, 2, 2]
+
+
+def test_first_stride_cap_must_be_two_or_four():
+    with pytest.raises(ValueError, match="first_stride_cap"):
+        plan_topology([1.0, 1.0, 1.0], [64, 64, 64], first_stride_cap=3)

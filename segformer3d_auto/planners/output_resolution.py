@@ -1,0 +1,118 @@
+"""Choose SegFormer3D's output resolution from the data: the paper's grid, a finer first stride, or refinement.
+
+The fingerprint's ``output_grid_ceiling`` says, per candidate output grid, the best mean Dice any network
+predicting on that grid can reach (``ceiling.py``). Candidates, cheapest first:
+
+- ``paper``: the paper's network, first-embedding stride 4 (level ``"4"`` of the fingerprint);
+- ``refine``: the paper's network plus a light full-resolution refinement head (``model/refinement.py``, level
+  ``"1"``: nothing caps it below full resolution);
+- ``stride2``: first-embedding stride 2, the later grids as in the paper (``topology.py``, level ``"2"``).
+
+Each candidate is planned like the paper's network (patch shrunk until a batch of two fits ``--gpu-memory-gb`` by
+the counted estimate, then the batch grows), so a finer grid trades patch size against resolution within the same
+memory. The first candidate whose ceiling is within ``CEILING_TOLERANCE`` of a perfect score, whose estimate fits
+the target and whose training FLOPs per voxel stay within ``COMPUTE_BOUND`` times the paper's is chosen; when none
+reaches the tolerance, the admissible one with the highest ceiling (ties: the cheaper). Datasets whose stride-4
+ceiling is already high therefore keep the paper's network unchanged. ``refine`` comes before ``stride2``
+because it is the cheaper of the two by the planner's own counts (on the thin-structure dataset at 48^3: 1.25x
+the paper's training FLOPs per voxel and +0.03 GB, against 2.2x and +0.3 GB for ``stride2``) and has the higher
+ceiling; which one reaches more Dice per CPU-second of training is what ``benchmarks/output_resolution.py``
+measures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from segformer3d_auto.model import create_model
+
+CEILING_TOLERANCE = 0.02
+COMPUTE_BOUND = 4.0
+"""Training FLOPs per voxel a candidate may cost, relative to the paper's network."""
+REFINE_CHANNELS = 8
+CANDIDATES = (
+    {"name": "paper", "level": "4", "first_stride_cap": 4, "refine_channels": 0},
+    {"name": "refine", "level": "1", "first_stride_cap": 4, "refine_channels": REFINE_CHANNELS},
+    {"name": "stride2", "level": "2", "first_stride_cap": 2, "refine_channels": 0},
+)
+
+
+def forward_flops(model_name: str, kwargs: dict[str, Any], patch: Sequence[int]) -> int:
+    """FLOPs of one training-mode forward pass per patch, counted on the ``meta`` device (no compute).
+
+    Counted on a batch of two (train-mode BatchNorm needs more than one value per channel) and halved.
+    """
+    with torch.device("meta"):
+        model = create_model(model_name, **kwargs).train()
+        x = torch.empty((2, kwargs["in_channels"], *patch))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    return int(counter.get_total_flops()) // 2
+
+
+def choose_output_resolution(
+    ceilings: dict[str, Any] | None,
+    plan_candidate: Any,
+    model: str,
+    gpu_memory_gb: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Plan every candidate, pick one; returns the chosen plan and the record for ``plans.json``.
+
+    Args:
+        ceilings: the fingerprint's ``output_grid_ceiling`` (level -> {"mean", "per_class", ...}); without it
+            (an older fingerprint) only the paper's network is planned.
+        plan_candidate: ``f(first_stride_cap, refine_channels) -> plan`` as :func:`planner.plan_network` returns.
+        model: the registered variant (for counting FLOPs).
+        gpu_memory_gb: the memory target.
+    """
+    target_gb = float(gpu_memory_gb)
+    candidates = CANDIDATES if ceilings else CANDIDATES[:1]
+    rows, plans = [], []
+    for candidate in candidates:
+        plan = plan_candidate(candidate["first_stride_cap"], candidate["refine_channels"])
+        patch = plan["patch_size"]
+        voxels = float(torch.tensor(patch).prod())
+        flops = 3 * forward_flops(model, plan["network"]["kwargs"], patch)  # forward + backward ~ 3x forward
+        level = ceilings.get(candidate["level"]) if ceilings else None
+        rows.append({
+            "name": candidate["name"],
+            "first_stride": plan["network"]["kwargs"]["patch_stride"][0],
+            "refine_channels": candidate["refine_channels"],
+            "ceiling_mean": None if level is None else level["mean"],
+            "ceiling_per_class": None if level is None else level["per_class"],
+            "patch_size": patch,
+            "batch_size": plan["batch_size"],
+            "estimated_gb": plan["memory"]["estimated_gb"],
+            "training_gflops_per_voxel": round(flops / voxels / 1e9, 6),
+        })
+        plans.append(plan)
+    paper_cost = rows[0]["training_gflops_per_voxel"]
+    for row in rows:
+        row["fits_memory"] = row["estimated_gb"] <= target_gb
+        row["within_compute_bound"] = row["training_gflops_per_voxel"] <= COMPUTE_BOUND * paper_cost
+    admissible = [i for i, r in enumerate(rows) if r["fits_memory"] and r["within_compute_bound"]] or [0]
+    good = [i for i in admissible if rows[i]["ceiling_mean"] is not None
+            and rows[i]["ceiling_mean"] >= 1.0 - CEILING_TOLERANCE]
+    if not ceilings:
+        chosen, reason = 0, "no output-grid ceilings in the fingerprint: the paper's network"
+    elif good:
+        chosen = good[0]
+        reason = (f"the cheapest candidate whose ceiling ({rows[chosen]['ceiling_mean']:.3f}) is within "
+                  f"{CEILING_TOLERANCE} of a perfect score and that fits {target_gb:g} GB and the compute bound")
+    else:
+        chosen = max(admissible, key=lambda i: (rows[i]["ceiling_mean"] or 0.0, -i))
+        reason = (f"no candidate reaches {1 - CEILING_TOLERANCE:.2f} within {target_gb:g} GB and the compute "
+                  f"bound; the highest ceiling ({rows[chosen]['ceiling_mean']:.3f}) that does")
+    record = {
+        "chosen": rows[chosen]["name"],
+        "reason": reason,
+        "ceiling_tolerance": CEILING_TOLERANCE,
+        "compute_bound_vs_paper": COMPUTE_BOUND,
+        "candidates": rows,
+    }
+    return plans[chosen], record

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from segformer3d_auto.model import create_model
+from segformer3d_auto.model.refinement import RefinementHead
+
+
+def test_refinement_is_a_named_option_and_starts_as_the_identity():
+    torch.manual_seed(0)
+    paper = create_model("segformer3d_b0", in_channels=1, num_classes=3).eval()
+    refined = create_model("segformer3d_b0", in_channels=1, num_classes=3, refine_channels=8).eval()
+    extra = {k for k in refined.state_dict()} - {k for k in paper.state_dict()}
+    assert extra and all(k.startswith("refine.") for k in extra)
+    assert paper.refine is None and not any(k.startswith("refine") for k in paper.state_dict())
+    # stem 1*8*27+8, fusion (8+3)*8*27+8, prediction 8*3+3
+    assert sum(p.numel() for p in refined.refine.parameters()) == 224 + 2384 + 27
+    refined.load_state_dict({**refined.state_dict(), **paper.state_dict()})
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(refined(x), paper(x))
+
+
+def test_refinement_draws_a_one_voxel_structure_that_upsampled_logits_cannot():
+    torch.manual_seed(0)
+    target = torch.zeros(1, 1, 16, 16, 16)
+    target[..., 7, :, :] = 1.0  # a sheet one voxel thick; the image shows it
+    image = 2 * target - 1 + 0.1 * torch.randn_like(target)
+    head = RefinementHead(1, 1, 8)
+    head.reset_output()
+    logits = torch.full_like(target, -1.0)  # what a coarse grid delivers: nothing of the sheet
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.02)
+    for _ in range(150):
+        optimizer.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(image, logits), target)
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        predicted = head(image, logits) > 0
+    dice = 2 * (predicted & (target > 0)).sum() / (predicted.sum() + target.sum())
+    assert dice > 0.95
+
+
+def test_bad_refine_channels():
+    with pytest.raises(ValueError, match="refine_channels"):
+        create_model("segformer3d_b0", refine_channels=-1)

@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+from segformer3d_auto.model import create_model
+from segformer3d_auto.planners.memory import estimate_training_memory
+from segformer3d_auto.planners.planner import plan_experiment, plan_network
+
+DATASET_JSON = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 1, "b": 2}, "file_ending": ".nii.gz",
+                "numTraining": 4}
+
+
+def _fingerprint(stride4: float, stride2: float) -> dict:
+    levels = {"4": ([4, 4, 4], stride4), "2": ([2, 2, 2], stride2), "1": ([1, 1, 1], 1.0)}
+    return {
+        "spacings": [[1.0, 1.0, 1.0]] * 4,
+        "shapes_after_crop": [[40, 40, 40]] * 4,
+        "median_relative_size_after_cropping": 1.0,
+        "foreground_intensity_properties_per_channel": {"0": {}},
+        "output_grid_ceiling": {k: {"stride": s, "mean": m, "per_class": {"a": m, "b": m}}
+                                for k, (s, m) in levels.items()},
+    }
+
+
+def _config(fingerprint: dict, gpu_memory_gb: float = 8.0) -> dict:
+    return plan_experiment(fingerprint, DATASET_JSON, "Dataset999_X", gpu_memory_gb)["configurations"]["3d_fullres"]
+
+
+def test_high_ceiling_keeps_the_paper_network_unchanged():
+    config = _config(_fingerprint(0.99, 1.0))
+    assert config["output_resolution"]["chosen"] == "paper"
+    paper = plan_network([1.0, 1.0, 1.0], [40, 40, 40], 1, 3, 4)
+    assert config["network"] == paper["network"] and config["patch_size"] == paper["patch_size"]
+    assert config["batch_size"] == paper["batch_size"]
+    assert "refine_channels" not in config["network"]["kwargs"]
+
+
+def test_low_ceiling_chooses_a_finer_output_and_records_every_candidate():
+    config = _config(_fingerprint(0.75, 0.99))
+    record = config["output_resolution"]
+    assert record["chosen"] != "paper"
+    names = [c["name"] for c in record["candidates"]]
+    assert names == ["paper", "refine", "stride2"]
+    for row in record["candidates"]:
+        assert {"ceiling_mean", "estimated_gb", "training_gflops_per_voxel", "patch_size", "batch_size"} <= set(row)
+    chosen = next(c for c in record["candidates"] if c["name"] == record["chosen"])
+    assert chosen["ceiling_mean"] >= 0.98
+    kwargs = config["network"]["kwargs"]
+    model = create_model(config["network"]["name"], **kwargs)
+    # the chosen network really outputs finer than stride 4: a refinement head or a first stride of 2
+    assert model.refine is not None or min(model.patch_strides[0]) == 2
+    # and the recorded estimate is the counted memory of that network at the planned patch and batch
+    estimate = estimate_training_memory(config["network"]["name"], kwargs, config["patch_size"], config["batch_size"])
+    assert abs(estimate.total_gb - config["memory"]["estimated_gb"]) < 1e-3
+
+
+def test_never_plans_past_the_memory_target_and_trades_patch_for_resolution():
+    config = _config(_fingerprint(0.5, 0.6), gpu_memory_gb=0.15)
+    rows = {c["name"]: c for c in config["output_resolution"]["candidates"]}
+    assert all(r["estimated_gb"] <= 0.15 for r in rows.values())
+    assert config["memory"]["estimated_gb"] <= 0.15
+    # the stride-2 network fits the same memory with a smaller patch than the paper's
+    assert rows["stride2"]["patch_size"][0] < rows["paper"]["patch_size"][0]
+
+
+def test_without_ceilings_the_paper_network():
+    fingerprint = _fingerprint(0.5, 0.5)
+    del fingerprint["output_grid_ceiling"]
+    config = _config(fingerprint)
+    assert config["output_resolution"]["chosen"] == "paper"
+    assert [c["name"] for c in config["output_resolution"]["candidates"]] == ["paper"]
