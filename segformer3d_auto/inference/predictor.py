@@ -15,7 +15,7 @@ preprocessing, sliding window, mirroring, ensembling and export, in numpy: that 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -233,30 +233,28 @@ class Predictor:
 
     def _ensemble_onnx(self, data: np.ndarray) -> np.ndarray:
         """Mean over the folds of each fold's probabilities, with the ONNX networks, in numpy."""
-        total = None
-        for index, network in enumerate(self.fold_networks):
-            logits = sliding_window_predict(
+        return self._mean_over_folds(
+            logits_to_probabilities_(sliding_window_predict(
                 network, data, self.patch_size, self.label_manager.num_segmentation_heads,
                 step_size=self.step_size, mirror_axes=self.mirror_axes, sw_batch_size=self.sw_batch_size,
-                progress=self.progress)
-            probabilities = logits_to_probabilities_(logits, self.label_manager.has_regions)
-            if self.fold_observer is not None:
-                self.fold_observer(index, probabilities)
-            if total is None:
-                total = probabilities
-            else:
-                total += probabilities
-                del probabilities
-        if len(self.fold_networks) > 1:
-            total /= len(self.fold_networks)
-        return total
+                progress=self.progress), self.label_manager.has_regions)
+            for network in self.fold_networks)
 
     def _ensemble(self, data: torch.Tensor, on_device: bool) -> torch.Tensor:
         """Mean over the folds of each fold's probabilities."""
-        total = None
-        for index, weights in enumerate(self.fold_weights):
-            self.network.load_state_dict(weights)
-            probabilities = self._fold_probabilities(data, on_device)
+
+        def per_fold() -> Iterator[torch.Tensor]:
+            for weights in self.fold_weights:
+                self.network.load_state_dict(weights)
+                yield self._fold_probabilities(data, on_device)
+
+        return self._mean_over_folds(per_fold())
+
+    def _mean_over_folds(self, per_fold: Iterable[Any]) -> Any:
+        """Mean of the folds' probabilities (tensors or arrays, made one at a time), summed in place; each fold is
+        shown to ``fold_observer`` first."""
+        total, count = None, 0
+        for index, probabilities in enumerate(per_fold):
             if self.fold_observer is not None:
                 self.fold_observer(index, probabilities)
             if total is None:
@@ -264,8 +262,9 @@ class Predictor:
             else:
                 total += probabilities
                 del probabilities
-        if len(self.fold_weights) > 1:
-            total /= len(self.fold_weights)
+            count += 1
+        if count > 1:
+            total /= count
         return total
 
     def _fold_probabilities(self, data: torch.Tensor, on_device: bool) -> torch.Tensor:

@@ -52,6 +52,13 @@ def compute_gaussian(
     """
     import torch
 
+    patch_size = _checked_gaussian_args(patch_size, sigma_scale, value_scaling_factor)
+    dtype = torch.float32 if dtype is None else dtype
+    return _gaussian(patch_size, float(sigma_scale), float(value_scaling_factor), dtype, torch.device(device))
+
+
+def _checked_gaussian_args(patch_size: Sequence[int], sigma_scale: float,
+                           value_scaling_factor: float) -> tuple[int, ...]:
     patch_size = tuple(int(p) for p in patch_size)
     if not patch_size or any(p < 1 for p in patch_size):
         raise ValueError(f"patch_size must be positive integers, got {patch_size}")
@@ -59,20 +66,13 @@ def compute_gaussian(
         raise ValueError(
             f"sigma_scale and value_scaling_factor must be > 0, got {sigma_scale} and {value_scaling_factor}"
         )
-    dtype = torch.float32 if dtype is None else dtype
-    return _gaussian(patch_size, float(sigma_scale), float(value_scaling_factor), dtype, torch.device(device))
+    return patch_size
 
 
 def compute_gaussian_numpy(patch_size: Sequence[int], sigma_scale: float = 1.0 / 8,
                            value_scaling_factor: float = 10.0) -> np.ndarray:
     """:func:`compute_gaussian` in float32 as a numpy array (the same values), for the torch-free path."""
-    patch_size = tuple(int(p) for p in patch_size)
-    if not patch_size or any(p < 1 for p in patch_size):
-        raise ValueError(f"patch_size must be positive integers, got {patch_size}")
-    if not sigma_scale > 0 or not value_scaling_factor > 0:
-        raise ValueError(
-            f"sigma_scale and value_scaling_factor must be > 0, got {sigma_scale} and {value_scaling_factor}"
-        )
+    patch_size = _checked_gaussian_args(patch_size, sigma_scale, value_scaling_factor)
     return _gaussian_numpy(patch_size, float(sigma_scale), float(value_scaling_factor))
 
 
