@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = work / f"out_{case}_{backend}"
                 seconds, peak, result = run_measured(
                     [sys.executable, "-m", "segformer3d_auto.cli.predict", "-i", str(inputs), "-o", str(out),
-                     "-m", str(archive), "--backend", backend, "-np", "0", "--disable-progress-bar",
+                     "-m", str(archive), "--backend", backend, "--read-ahead", "0", "--disable-progress-bar",
                      *([] if tta else ["--disable-tta"])])
                 if result.returncode != 0:
                     print(result.stderr, file=sys.stderr)

@@ -127,7 +127,7 @@ def train_and_score(name: str, folder: Path, root: Path, work: Path, budget: flo
     prediction = work / "predictions"
     shutil.rmtree(prediction, ignore_errors=True)
     run(cli("predict", "-i", str(folder / "imagesTs"), "-o", str(prediction), "-d", name, "-f", "0", "--device",
-            "cpu", "-np", "1", "--disable-tta", "--disable-progress-bar"), env, "sf3d_predict")
+            "cpu", "--read-ahead", "1", "--disable-tta", "--disable-progress-bar"), env, "sf3d_predict")
     summary_file = work / "summary.json"
     run(cli("evaluate", str(folder / "labelsTs"), str(prediction), "-d", name, "-o", str(summary_file), "-np", "1"),
         env, "sf3d_evaluate")
