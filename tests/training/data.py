@@ -6,9 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from segformer3d_auto.dataset.synthetic import make_mri_regions_dataset
+from segformer3d_auto.dataset.synthetic import make_ct_dataset, make_mri_regions_dataset
 
 DATASET = "Dataset501_SyntheticBraTS"
 _CACHE: dict[Path, dict[str, str]] = {}
@@ -19,12 +20,19 @@ def prepared_roots(base: Path) -> dict[str, str]:
 
     Built on the first call for ``base`` only.
     """
+    return _prepared(base, DATASET, lambda raw: make_mri_regions_dataset(raw, num_cases=6, shape=(32, 32, 32),
+                                                                         num_test_cases=0))
+
+
+def _prepared(base: Path, dataset: str, make: Callable[[Path], Path]) -> dict[str, str]:
+    """Generate ``dataset`` with ``make(raw root)`` and run the real sf3d_plan_and_preprocess, once per ``base``."""
     if base in _CACHE:
         return dict(_CACHE[base])
     env = {"SF3D_RAW": str(base / "raw"), "SF3D_PREPROCESSED": str(base / "preprocessed")}
-    if not (base / "preprocessed" / DATASET / "splits_final.json").is_file():
-        make_mri_regions_dataset(base / "raw", num_cases=6, shape=(32, 32, 32), num_test_cases=0)
-        run([sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess", "-d", "501", "-np", "1"], env)
+    if not (base / "preprocessed" / dataset / "splits_final.json").is_file():
+        make(base / "raw")
+        dataset_id = dataset.split("_")[0].removeprefix("Dataset")
+        run([sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess", "-d", dataset_id, "-np", "1"], env)
     _CACHE[base] = env
     return dict(env)
 
@@ -64,13 +72,5 @@ CT_DATASET = "Dataset502_SyntheticCT"
 def prepared_ct_roots(base: Path) -> dict[str, str]:
     """Environment of a preprocessed 4-case, 1-channel CT dataset (labels liver, kidney) under ``base``, for
     fine-tuning from the region dataset; built on the first call only."""
-    if base in _CACHE:
-        return dict(_CACHE[base])
-    env = {"SF3D_RAW": str(base / "raw"), "SF3D_PREPROCESSED": str(base / "preprocessed")}
-    if not (base / "preprocessed" / CT_DATASET / "splits_final.json").is_file():
-        from segformer3d_auto.dataset.synthetic import make_ct_dataset
-
-        make_ct_dataset(base / "raw", num_cases=4, shape=(12, 32, 32), num_test_cases=0)
-        run([sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess", "-d", "502", "-np", "1"], env)
-    _CACHE[base] = env
-    return dict(env)
+    return _prepared(base, CT_DATASET, lambda raw: make_ct_dataset(raw, num_cases=4, shape=(12, 32, 32),
+                                                                   num_test_cases=0))
