@@ -133,7 +133,7 @@ class TimeBudget:
             self.durations.append(duration)
         self.validation_estimates.append(float(validation_s))
         epoch_s = recent_median(self.durations or [duration])
-        validation_s = recent_median(self.validation_estimates)
+        validation_s = self.validation_estimate()
         fits = plan_epochs(epochs_done, self.remaining(), epoch_s, validation_s, self.max_epochs)
         left = f"{format_duration(max(self.remaining(), 0))} of {format_duration(self.total_s)} left"
         after = f"after epoch {epochs_done - 1}"  # numbered from 0, as in the log's epoch lines
@@ -156,6 +156,10 @@ class TimeBudget:
             fits, note = epochs_done + 1, " (one more than fits: the last epoch runs at the annealed learning rate)"
         self.planned_epochs, self.planned_epoch_s = fits, epoch_s
         return fits, f"time budget: {why} {fits} epochs{note}"
+
+    def validation_estimate(self) -> float:
+        """The final validation's duration as the plan sees it: the median of the recent estimates (0 before any)."""
+        return recent_median(self.validation_estimates) if self.validation_estimates else 0.0
 
     def state_dict(self) -> dict[str, Any]:
         """What ``--continue`` needs: the budget, the time spent and the plan (plain numbers)."""

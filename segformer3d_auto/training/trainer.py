@@ -229,7 +229,7 @@ class Trainer:
         if self.budget is not None:
             self.log.write(f"time budget: finished after {self.budget.elapsed():.1f}s of {self.budget.total_s:.1f}s "
                            f"(final validation {time.monotonic() - validation_start:.1f}s, estimated "
-                           f"{self._validation_seconds():.1f}s)")
+                           f"{self.budget.validation_estimate():.1f}s)")
         return summary
 
     def _train_epochs(self) -> None:

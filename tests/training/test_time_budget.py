@@ -108,9 +108,9 @@ def test_resumed_budget_keeps_the_time_that_was_left():
     resumed.load_state_dict(state)
     assert resumed.remaining() == pytest.approx(78.0)
     clock.now += 9.0  # the first epoch after the restart pays for start-up: no speed sample, no re-plan
-    # (the validation estimate stays the median of 6, 40 and 5: 6 s, as before the restart)
+    # the validation estimate goes on from the stored ones: the median of 6, 40 and 5
     assert resumed.end_epoch(4, 5.0) == (state["planned_epochs"], None) and resumed.durations == [5.0, 5.0]
-    assert resumed.validation_estimates == [5.0, 6.0, 40.0, 5.0]
+    assert resumed.validation_estimates == [5.0, 6.0, 40.0, 5.0] and resumed.validation_estimate() == 6.0
 
 
 def test_validation_passes_count_windows_and_mirrors():
