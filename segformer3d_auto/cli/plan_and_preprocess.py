@@ -34,6 +34,9 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--verify", action="store_true", help="read every voxel during the integrity check")
     parser.add_argument("--gpu-memory-gb", type=float, default=8.0, help="GPU memory to plan for (default 8)")
     parser.add_argument("--model", default="segformer3d_b0", help="SegFormer3D variant (default: %(default)s)")
+    parser.add_argument("--output-resolution", choices=("auto", "paper", "stride2", "refine"), default="auto",
+                        help="auto (default): the finer output only where the paper's stride-4 grid caps the Dice "
+                             "(docs/plans.md); or plan this candidate whatever the data")
     parser.add_argument("--clean", action="store_true",
                         help="recompute fingerprint, plans and preprocessed data (a splits_final.json is kept)")
     parser.add_argument("--no-preprocess", action="store_true", help="stop after writing plans.json")
@@ -56,7 +59,7 @@ def _main(argv: list[str] | None) -> int:
         report = plan_and_preprocess(
             dataset, num_processes=args.num_processes, verify=args.verify, gpu_memory_gb=args.gpu_memory_gb,
             model=args.model, clean=args.clean, preprocess=not args.no_preprocess, num_parts=args.num_parts,
-            part_id=args.part_id,
+            part_id=args.part_id, output_resolution=args.output_resolution,
         )
         print(report)
     return 0

@@ -43,6 +43,8 @@ CANDIDATES = (
     {"name": "stride2", "level": "2", "first_stride_cap": 2, "refine_channels": 0},
     {"name": "refine", "level": "1", "first_stride_cap": 4, "refine_channels": REFINE_CHANNELS},
 )
+CHOICES = ("auto", *(c["name"] for c in CANDIDATES))
+"""Values of ``sf3d_plan_and_preprocess --output-resolution``."""
 
 
 def forward_flops(model_name: str, kwargs: dict[str, Any], patch: Sequence[int]) -> int:
@@ -64,18 +66,27 @@ def choose_output_resolution(
     plan_candidate: Any,
     model: str,
     gpu_memory_gb: float,
+    choice: str = "auto",
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Plan every candidate, pick one; returns the chosen plan and the record for ``plans.json``.
 
     Args:
         ceilings: the fingerprint's ``output_grid_ceiling`` (level -> {"mean", "per_class", ...}); without it
-            (an older fingerprint) only the paper's network is planned.
+            (an older fingerprint) only the paper's network is planned, unless ``choice`` names another.
         plan_candidate: ``f(first_stride_cap, refine_channels) -> plan`` as :func:`planner.plan_network` returns.
         model: the registered variant (for counting FLOPs).
         gpu_memory_gb: the memory target.
+        choice: ``"auto"`` (the rule above) or a candidate's name (``sf3d_plan_and_preprocess
+            --output-resolution``): that candidate is planned whatever its ceiling and cost, e.g. ``paper`` to
+            fine-tune from, or compare with, the paper's network.
+
+    Raises:
+        ValueError: for an unknown ``choice``.
     """
+    if choice not in CHOICES:
+        raise ValueError(f"output resolution must be one of {', '.join(CHOICES)}, got {choice!r}")
     target_gb = float(gpu_memory_gb)
-    candidates = CANDIDATES if ceilings else CANDIDATES[:1]
+    candidates = CANDIDATES if ceilings or choice != "auto" else CANDIDATES[:1]
     rows, plans = [], []
     for candidate in candidates:
         plan = plan_candidate(candidate["first_stride_cap"], candidate["refine_channels"])
@@ -102,7 +113,10 @@ def choose_output_resolution(
     admissible = [i for i, r in enumerate(rows) if r["fits_memory"] and r["within_compute_bound"]] or [0]
     good = [i for i in admissible if rows[i]["ceiling_mean"] is not None
             and rows[i]["ceiling_mean"] >= 1.0 - CEILING_TOLERANCE]
-    if not ceilings:
+    if choice != "auto":
+        chosen = next(i for i, r in enumerate(rows) if r["name"] == choice)
+        reason = "chosen by --output-resolution"
+    elif not ceilings:
         chosen, reason = 0, "no output-grid ceilings in the fingerprint: the paper's network"
     elif good:
         chosen = good[0]

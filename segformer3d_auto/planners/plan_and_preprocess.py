@@ -36,12 +36,14 @@ def plan_and_preprocess(
     preprocess: bool = True,
     num_parts: int = 1,
     part_id: int = 0,
+    output_resolution: str = "auto",
 ) -> str:
     """Run the first stage for ``dataset`` (ID or name); returns a short human-readable report.
 
     With ``num_parts`` > 1 only the preprocessing of the cases ``part_id::num_parts`` (sorted) runs, with the
     plans an earlier run wrote (``preprocess=False`` makes one: check, fingerprint, plan and splits stay one
-    step), so that the parts can run at the same time, e.g. as an array job on a cluster.
+    step), so that the parts can run at the same time, e.g. as an array job on a cluster. ``output_resolution``
+    overrides the planner's choice of output grid (``"auto"``, ``"paper"``, ``"stride2"``, ``"refine"``).
 
     Raises:
         InputError: for an unknown dataset or any problem of the raw data (all problems, one line each), or a
@@ -87,7 +89,8 @@ def plan_and_preprocess(
         timings["fingerprint"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        plans = plan_experiment(fingerprint, dataset_json, name, gpu_memory_gb=gpu_memory_gb, model=model)
+        plans = plan_experiment(fingerprint, dataset_json, name, gpu_memory_gb=gpu_memory_gb, model=model,
+                                output_resolution=output_resolution)
         timings["plan"] = time.perf_counter() - t
 
         out.mkdir(parents=True, exist_ok=True)

@@ -169,6 +169,7 @@ def plan_experiment(
     dataset_name: str,
     gpu_memory_gb: float = 8.0,
     model: str = "segformer3d_b0",
+    output_resolution: str = "auto",
 ) -> dict[str, Any]:
     """The whole ``plans.json`` for a dataset.
 
@@ -178,6 +179,8 @@ def plan_experiment(
         dataset_name: ``DatasetXXX_Name``.
         gpu_memory_gb: GPU memory that one training process may use.
         model: registered SegFormer3D variant.
+        output_resolution: ``"auto"`` (chosen from the fingerprint's ceilings) or a candidate's name
+            (``output_resolution.CHOICES``).
     """
     spacings = np.asarray(fingerprint["spacings"], dtype=float)
     shapes = np.asarray(fingerprint["shapes_after_crop"], dtype=float)
@@ -198,7 +201,7 @@ def plan_experiment(
                             gpu_memory_gb, model, first_stride_cap, refine_channels)
 
     network, output_resolution = choose_output_resolution(
-        fingerprint.get("output_grid_ceiling"), plan_candidate, model, gpu_memory_gb)
+        fingerprint.get("output_grid_ceiling"), plan_candidate, model, gpu_memory_gb, output_resolution)
     patch = network["patch_size"]
     resampling = {kind: dict(settings) for kind, settings in RESAMPLING_DEFAULTS.items()}
     configuration = {

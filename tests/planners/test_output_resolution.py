@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import pytest
+
 from segformer3d_auto.model import create_model
 from segformer3d_auto.planners.memory import estimate_training_memory
 from segformer3d_auto.planners.planner import plan_experiment, plan_network
@@ -20,8 +22,10 @@ def _fingerprint(stride4: float, stride2: float) -> dict:
     }
 
 
-def _config(fingerprint: dict, gpu_memory_gb: float = 8.0) -> dict:
-    return plan_experiment(fingerprint, DATASET_JSON, "Dataset999_X", gpu_memory_gb)["configurations"]["3d_fullres"]
+def _config(fingerprint: dict, gpu_memory_gb: float = 8.0, output_resolution: str = "auto") -> dict:
+    plans = plan_experiment(fingerprint, DATASET_JSON, "Dataset999_X", gpu_memory_gb,
+                            output_resolution=output_resolution)
+    return plans["configurations"]["3d_fullres"]
 
 
 def test_high_ceiling_keeps_the_paper_network_unchanged():
@@ -63,6 +67,19 @@ def test_stride2_is_preferred_and_refinement_is_the_fallback():
     assert config["output_resolution"]["chosen"] == "refine"
     assert config["network"]["kwargs"]["refine_channels"] > 0
     assert config["network"]["kwargs"]["patch_stride"][0] == [4, 4, 4]
+
+
+def test_a_named_output_resolution_overrides_the_ceilings():
+    # the ceilings would pick stride 2; the user asks for the paper's network
+    config = _config(_fingerprint(0.75, 0.985), output_resolution="paper")
+    assert config["output_resolution"]["chosen"] == "paper"
+    assert config["output_resolution"]["reason"] == "chosen by --output-resolution"
+    assert config["network"] == plan_network([1.0, 1.0, 1.0], [40, 40, 40], 1, 3, 4)["network"]
+    # a high ceiling would keep the paper's network; the user asks for the refinement head
+    config = _config(_fingerprint(0.99, 1.0), output_resolution="refine")
+    assert config["network"]["kwargs"]["refine_channels"] > 0
+    with pytest.raises(ValueError, match="output resolution must be one of"):
+        _config(_fingerprint(0.99, 1.0), output_resolution="stride8")
 
 
 def test_never_plans_past_the_memory_target_and_trades_patch_for_resolution():
