@@ -106,8 +106,9 @@ def choose_output_resolution(
         chosen, reason = 0, "no output-grid ceilings in the fingerprint: the paper's network"
     elif good:
         chosen = good[0]
-        reason = (f"the first candidate (paper, stride2, refine) whose ceiling ({rows[chosen]['ceiling_mean']:.3f}) is within "
-                  f"{CEILING_TOLERANCE} of a perfect score and that fits {target_gb:g} GB and the compute bound")
+        reason = (f"the first candidate (paper, stride2, refine) whose ceiling ({rows[chosen]['ceiling_mean']:.3f}) "
+                  f"is within {CEILING_TOLERANCE} of a perfect score and that fits {target_gb:g} GB and the compute "
+                  "bound")
     else:
         chosen = max(admissible, key=lambda i: (rows[i]["ceiling_mean"] or 0.0, -i))
         reason = (f"no candidate reaches {1 - CEILING_TOLERANCE:.2f} within {target_gb:g} GB and the compute "
