@@ -5,10 +5,10 @@ weights: time and memory do not depend on them) the model folder is exported wit
 every case is predicted from the zip with ``sf3d_predict --backend torch|onnxruntime|openvino``, each as its own
 process measured by ``benchmarks/measure.py`` (wall time, peak RSS of the process tree). The baseline is the torch
 backend of the same run, at the same step size and TTA; agreement is the fraction of voxels whose label equals the
-torch backend's. Then (``--venvs``) two clean venvs are built with pip (its cache reused): the prediction runtime
-without torch (numpy, scipy, SimpleITK, tqdm, onnxruntime + this package with --no-deps) and the torch one (the
-package with its dependencies and the CPU torch the Makefile installs), and their size on disk and the time from
-an empty venv to a first prediction are printed.
+torch backend's. Then (``--venvs``) two clean venvs without pip are built by this pip (its cache reused): the
+prediction runtime without torch (numpy, scipy, SimpleITK, tqdm, onnxruntime, threadpoolctl + this package with
+--no-deps) and the torch one (the package with its dependencies and the CPU torch the Makefile installs), and
+their size on disk and the time from an empty venv to a first prediction are printed.
 
 The network alone (``--network``, after the predictions): the fold's network on one random patch per engine, in
 this process, at one thread and at the engine's default threads, as wall and CPU seconds per window. CPU seconds
