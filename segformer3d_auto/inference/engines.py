@@ -22,7 +22,8 @@ from segformer3d_auto.errors import InputError
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 CPU_PREFERENCE = ("openvino", "onnxruntime", "torch")
-"""Fastest first, as measured on CPU for SegFormer3D (``benchmarks/deployment.py``)."""
+"""Fastest first on a CPU shared with other work, as measured for SegFormer3D (``benchmarks/deployment.py``); on
+an idle CPU the three cost about the same, OpenVINO and torch ahead of ONNX Runtime."""
 _MODULES = {"torch": "torch", "onnxruntime": "onnxruntime", "openvino": "openvino"}
 _EXTRAS = {"torch": "torch", "onnxruntime": "segformer3d_auto[onnx]", "openvino": "segformer3d_auto[openvino]"}
 

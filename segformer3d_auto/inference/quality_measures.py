@@ -113,8 +113,16 @@ def class_volumes_ml(seg: np.ndarray, spacing: Sequence[float], label_manager: A
 
 
 def fold_label_maps(probabilities: np.ndarray, regions: bool) -> np.ndarray:
-    """One fold's decision on the network grid: arg-max labels ``(z, y, x)``, or region masks ``(r, z, y, x)``."""
-    return probabilities > 0.5 if regions else np.argmax(probabilities, axis=0).astype(np.int16)
+    """One fold's decision on the network grid: arg-max labels ``(z, y, x)``, or region masks ``(r, z, y, x)``.
+
+    Computed slab by slab along z into the result, so no full-size int64 arg-max is ever built.
+    """
+    if regions:
+        return probabilities > 0.5
+    labels = np.empty(probabilities.shape[1:], dtype=np.int16)
+    for z in _slabs(probabilities.shape[1]):
+        labels[z] = np.argmax(probabilities[:, z], axis=0)
+    return labels
 
 
 def pairwise_fold_dice(maps: Sequence[np.ndarray], label_manager: Any) -> dict[str, float]:
@@ -134,7 +142,17 @@ def pairwise_fold_dice(maps: Sequence[np.ndarray], label_manager: Any) -> dict[s
 
 def normalized_entropy(probabilities: np.ndarray, regions: bool) -> np.ndarray:
     """Voxel-wise entropy in [0, 1]: of the softmax over the classes divided by log(classes), or the mean binary
-    entropy of the regions divided by log 2."""
+    entropy of the regions divided by log 2.
+
+    Computed slab by slab along z, so the temporaries stay small next to a large CT's probabilities.
+    """
+    out = np.empty(probabilities.shape[1:], dtype=np.float32)
+    for z in _slabs(probabilities.shape[1]):
+        out[z] = _entropy(probabilities[:, z], regions)
+    return out
+
+
+def _entropy(probabilities: np.ndarray, regions: bool) -> np.ndarray:
     p = np.clip(probabilities.astype(np.float32, copy=False), 1e-7, 1.0)
     if regions:
         q = np.clip(1.0 - p, 1e-7, 1.0)
@@ -144,4 +162,30 @@ def normalized_entropy(probabilities: np.ndarray, regions: bool) -> np.ndarray:
 
 def foreground_mask(probabilities: np.ndarray, regions: bool) -> np.ndarray:
     """Voxels predicted as any foreground class or region."""
+    out = np.empty(probabilities.shape[1:], dtype=bool)
+    for z in _slabs(probabilities.shape[1]):
+        out[z] = _foreground(probabilities[:, z], regions)
+    return out
+
+
+def _foreground(probabilities: np.ndarray, regions: bool) -> np.ndarray:
     return (probabilities > 0.5).any(axis=0) if regions else np.argmax(probabilities, axis=0) > 0
+
+
+def foreground_entropy(probabilities: np.ndarray, regions: bool) -> tuple[float, float]:
+    """Mean :func:`normalized_entropy` over the :func:`foreground_mask` (NaN without foreground) and the
+    foreground fraction, slab by slab: neither map is built at full size."""
+    entropy_sum, foreground, total = 0.0, 0, 0
+    for z in _slabs(probabilities.shape[1]):
+        slab = probabilities[:, z]
+        mask = _foreground(slab, regions)
+        count = int(mask.sum())
+        if count:
+            entropy_sum += float(_entropy(slab, regions)[mask].sum(dtype=np.float64))
+            foreground += count
+        total += mask.size
+    return (entropy_sum / foreground if foreground else float("nan")), (foreground / total if total else 0.0)
+
+
+def _slabs(depth: int, slab: int = 16) -> list[slice]:
+    return [slice(start, min(start + slab, depth)) for start in range(0, depth, slab)]

@@ -243,8 +243,10 @@ class QualityRecorder:
             fold_maps.append(qm.fold_label_maps(array, regions))
             if total:
                 total[0] += array
+            elif len(self.predictor.folds) == 1:
+                total.append(array)  # nothing changes a lone fold's probabilities later: no copy (1 GB on a CT)
             else:
-                total.append(array.copy())
+                total.append(array.copy())  # the predictor sums the later folds into the first one's array
 
         self.predictor.fold_observer = observe
         try:
@@ -252,15 +254,18 @@ class QualityRecorder:
                                                                      save_probabilities or self.save_uncertainty)
         finally:
             self.predictor.fold_observer = None
-        mean = total[0] / max(1, len(fold_maps))
-        entropy = qm.normalized_entropy(mean, regions)
-        foreground = qm.foreground_mask(mean, regions)
+        mean = total[0]
+        if len(fold_maps) > 1:
+            mean /= len(fold_maps)  # our own copy (see observe)
+        entropy, foreground = qm.foreground_entropy(mean, regions)
+        del mean
+        total.clear()
         prediction = {
             "folds": len(fold_maps),
             "fold_dice": qm.pairwise_fold_dice(fold_maps, self.predictor.label_manager) if len(fold_maps) > 1
             else {},
-            "mean_entropy_foreground": float(entropy[foreground].mean()) if foreground.any() else float("nan"),
-            "foreground_fraction": float(foreground.mean()),
+            "mean_entropy_foreground": entropy,
+            "foreground_fraction": foreground,
             "volumes_ml": qm.class_volumes_ml(seg, raw_props["spacing"], self.predictor.label_manager),
         }
         entry: dict[str, Any] = {"input_files": self.sources.get(case.identifier, [str(p) for p in case.images]),

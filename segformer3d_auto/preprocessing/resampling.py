@@ -197,10 +197,14 @@ def resample(
 
 @contextmanager
 def _torch_threads(num_threads: int | None) -> Iterator[None]:
-    """Run the block with ``num_threads`` torch threads, then restore the previous number (torch loaded only)."""
+    """Run the block with ``num_threads`` threads, then restore the previous number: torch's threads when the
+    process has loaded torch, else (the numpy path) those of numpy's BLAS, through threadpoolctl when it is
+    installed. The numpy path needs the limit as much as torch: its many small matrix products ran several times
+    slower with OpenBLAS's two threads than with one while the other core was busy."""
     torch = loaded_torch()
     if torch is None:
-        yield
+        with _blas_threads(num_threads):
+            yield
         return
     previous = torch.get_num_threads()
     if num_threads is not None and num_threads != previous:
@@ -210,6 +214,20 @@ def _torch_threads(num_threads: int | None) -> Iterator[None]:
     finally:
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
+
+
+@contextmanager
+def _blas_threads(num_threads: int | None) -> Iterator[None]:
+    """Limit numpy's BLAS to ``num_threads`` inside the block (nothing happens without threadpoolctl)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        threadpool_limits = None
+    if num_threads is None or threadpool_limits is None:
+        yield
+        return
+    with threadpool_limits(limits=num_threads, user_api="blas"):
+        yield
 
 
 def _resample_float(

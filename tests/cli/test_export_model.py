@@ -1,5 +1,6 @@
 """sf3d_export_model / sf3d_install_model / sf3d_predict -m model.zip end to end, with every backend, and a
-prediction runtime without torch (a venv built here with numpy, scipy, SimpleITK, tqdm and onnxruntime only)."""
+prediction runtime without torch (a venv built here with numpy, scipy, SimpleITK, tqdm, onnxruntime and
+threadpoolctl only)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import torch
 from segformer3d_auto.inference.model_export import export_model
 
 REPO = Path(__file__).resolve().parents[2]
-RUNTIME_PACKAGES = ["numpy", "scipy", "SimpleITK", "tqdm", "onnxruntime"]
+RUNTIME_PACKAGES = ["numpy", "scipy", "SimpleITK", "tqdm", "onnxruntime", "threadpoolctl"]
 
 
 def _cli(module: str, *args: str, results: Path | None = None, python: str = sys.executable,
@@ -174,12 +175,12 @@ def test_damaged_or_altered_zips_are_refused_and_install_nothing(exported: dict,
 
 @pytest.fixture(scope="module")
 def runtime_venv() -> Path:
-    """A venv with the prediction runtime and no torch: numpy, scipy, SimpleITK, tqdm, onnxruntime, and this
-    package installed with --no-deps (editable). Built once under the repository (``.venv-runtime``) and rebuilt
-    when setup.cfg changes; pip's cache makes a rebuild take seconds of unpacking."""
+    """A venv with the prediction runtime and no torch: numpy, scipy, SimpleITK, tqdm, onnxruntime, threadpoolctl,
+    and this package installed with --no-deps (editable). Built once under the repository (``.venv-runtime``) and
+    rebuilt when setup.cfg or that list changes; pip's cache makes a rebuild take seconds of unpacking."""
     venv = REPO / ".venv-runtime"
     stamp = venv / ".installed"
-    key = hashlib.sha256((REPO / "setup.cfg").read_bytes()).hexdigest()
+    key = hashlib.sha256((REPO / "setup.cfg").read_bytes() + " ".join(RUNTIME_PACKAGES).encode()).hexdigest()
     if not (stamp.is_file() and stamp.read_text() == key):
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)

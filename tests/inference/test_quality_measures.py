@@ -38,6 +38,34 @@ def test_normalized_entropy_bounds_and_regions() -> None:
     assert qm.normalized_entropy(halves, regions=True)[0, 0, 0] == pytest.approx(1.0, abs=1e-6)
 
 
+def test_slab_wise_measures_equal_the_whole_volume_formulas() -> None:
+    # 37 slices: two whole slabs of 16 and a short last one; the expected values are the plain formulas on the
+    # whole array, written out here
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(3, 37, 5, 4)).astype(np.float32) * 3
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=0, keepdims=True)
+    labels = np.argmax(probabilities, axis=0)
+    p = np.clip(probabilities, 1e-7, 1.0)
+    entropy = -(p * np.log(p)).sum(axis=0) / np.log(3)
+    assert np.array_equal(qm.fold_label_maps(probabilities, regions=False), labels)
+    assert np.allclose(qm.normalized_entropy(probabilities, regions=False), entropy, atol=1e-6)
+    assert np.array_equal(qm.foreground_mask(probabilities, regions=False), labels > 0)
+    mean_entropy, fraction = qm.foreground_entropy(probabilities, regions=False)
+    assert mean_entropy == pytest.approx(float(entropy[labels > 0].mean()), rel=1e-5)
+    assert fraction == pytest.approx(float((labels > 0).mean()))
+    regions = 1 / (1 + np.exp(-logits))
+    q = np.clip(regions, 1e-7, 1.0)
+    region_entropy = -(q * np.log(q) + (1 - q) * np.log(np.clip(1 - q, 1e-7, 1.0))).mean(axis=0) / np.log(2)
+    inside = (regions > 0.5).any(axis=0)
+    mean_entropy, fraction = qm.foreground_entropy(regions, regions=True)
+    assert mean_entropy == pytest.approx(float(region_entropy[inside].mean()), rel=1e-4)
+    assert fraction == pytest.approx(float(inside.mean()))
+    nothing = np.zeros((3, 20, 2, 2), np.float32)
+    nothing[0] = 1
+    assert math.isnan(qm.foreground_entropy(nothing, regions=False)[0])
+    assert qm.foreground_entropy(nothing, regions=False)[1] == 0.0
+
+
 def test_orientation_codes() -> None:
     assert qm.orientation([1, 0, 0, 0, 1, 0, 0, 0, 1]) == ("LPS", 0.0)
     assert qm.orientation([-1, 0, 0, 0, -1, 0, 0, 0, 1])[0] == "RAS"

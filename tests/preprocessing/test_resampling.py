@@ -177,3 +177,19 @@ def test_numpy_path_equals_the_torch_path(order: int, monkeypatch: pytest.Monkey
         got = resample(data, new_shape, spacing, [1.0, 1.0, 1.0], is_seg=False, order=order, slab_bytes=4096)
         monkeypatch.undo()
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_numpy_path_limits_blas_threads_and_restores_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without torch loaded, resampling runs numpy's BLAS on ``num_threads`` threads and restores the count."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import segformer3d_auto.preprocessing.resampling as resampling
+
+    def blas_threads() -> set[int]:
+        return {pool["num_threads"] for pool in threadpoolctl.threadpool_info() if pool["user_api"] == "blas"}
+
+    monkeypatch.setattr(resampling, "loaded_torch", lambda: None)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        assert blas_threads() == {2}
+        with resampling._torch_threads(1):
+            assert blas_threads() == {1}
+        assert blas_threads() == {2}
