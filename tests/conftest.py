@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,3 +79,33 @@ def ct_dataset(sf3d_roots: SF3DRoots) -> Path:
 def msd_task(tmp_path: Path) -> Path:
     """A legacy MSD folder ``tmp_path/msd/Task05_Prostate``: 4 training + 2 test 4D two-channel cases."""
     return make_msd_task(tmp_path / "msd", num_cases=4, shape=(12, 24, 24))
+
+
+CliMain = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture
+def cli_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> CliMain:
+    """Call a command's ``main(argv)`` in this process: ``cli_main(main, *args, env={...})``.
+
+    Returns a ``subprocess.CompletedProcess`` (returncode, stdout, stderr) like running the command would, so a
+    test checks the same one-line message and exit status 2 without paying a second of ``import torch`` per case.
+    argparse's ``SystemExit`` becomes the return code; any other exception propagates and fails the test (a
+    subprocess would have printed a traceback). ``env`` is set for the call only. Each command keeps at least one
+    real subprocess test, which checks the ``python -m`` entry point and the exit status the shell sees.
+    """
+
+    def call(main: Callable[[list[str] | None], int], *args: str, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess:
+        with monkeypatch.context() as patch:
+            for key, value in (env or {}).items():
+                patch.setenv(key, value)
+            capsys.readouterr()
+            try:
+                code = main(list(args))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
+
+    return call

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import SimpleITK as sitk
 
 from segformer3d_auto.atomic import read_json, write_json
 from segformer3d_auto.dataset.synthetic import make_mri_regions_dataset, make_thin_dataset
+from tests.training.data import DATASET, plan_report, prepared_roots
 
 CLI = [sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess"]
 
@@ -47,16 +49,25 @@ def check_plans(preprocessed: Path, num_cases: int) -> dict:
     return plans
 
 
-def test_region_mri_dataset(mri_dataset: Path, sf3d_roots) -> None:
-    result = run("-d", "501", "-np", "2")
-    assert "Dataset501_SyntheticBraTS" in result.stdout
-    plans = check_plans(sf3d_roots.preprocessed / mri_dataset.name, 6)
+@pytest.fixture
+def planned_mri(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The session's Dataset501 (6 cases, 4 channels, 32^3, regions) planned and preprocessed by one
+    ``sf3d_plan_and_preprocess -np 2`` run that the training tests share (tests/training/data.py): read only."""
+    base = tmp_path_factory.getbasetemp() / "training_data"
+    env = prepared_roots(base)
+    return {"raw": Path(env["SF3D_RAW"]), "out": Path(env["SF3D_PREPROCESSED"]) / DATASET,
+            "stdout": plan_report(base, DATASET).read_text()}
+
+
+def test_region_mri_dataset(planned_mri: dict) -> None:
+    assert "Dataset501_SyntheticBraTS" in planned_mri["stdout"]
+    plans = check_plans(planned_mri["out"], 6)
     config = plans["configurations"]["3d_fullres"]
     assert config["normalization_schemes"] == ["ZScoreNormalization"] * 4
     assert config["network"]["kwargs"]["num_classes"] == 3  # three regions
-    props = read_json(next((sf3d_roots.preprocessed / mri_dataset.name / "3d_fullres").glob("*.json")))
+    props = read_json(next((planned_mri["out"] / "3d_fullres").glob("*.json")))
     assert set(props["class_locations"]) == {"(1, 2, 3)", "(2, 3)", "3"}
-    assert len(list((sf3d_roots.preprocessed / mri_dataset.name / "gt_segmentations").iterdir())) == 6
+    assert len(list((planned_mri["out"] / "gt_segmentations").iterdir())) == 6
 
 
 def test_anisotropic_ct_dataset(ct_dataset: Path, sf3d_roots) -> None:
@@ -93,25 +104,34 @@ def test_converted_msd_task(msd_task: Path, sf3d_roots) -> None:
     assert plans["configurations"]["3d_fullres"]["network"]["kwargs"]["in_channels"] == 2
 
 
-def test_running_twice_gives_identical_plans_and_arrays(mri_dataset: Path, sf3d_roots) -> None:
-    out = sf3d_roots.preprocessed / mri_dataset.name
-    run("-d", "501", "-np", "1")
-    first_plans = (out / "plans.json").read_text()
-    first = {p.name: np.load(p) for p in (out / "3d_fullres").glob("*.npy")}
-    run("-d", "501", "-np", "2", "--clean")
-    assert (out / "plans.json").read_text() == first_plans
-    for name, array in first.items():
-        assert np.array_equal(np.load(out / "3d_fullres" / name), array), name
+def test_running_twice_gives_identical_plans_and_arrays(planned_mri: dict, sf3d_roots, monkeypatch) -> None:
+    # the second run (one process, --clean: fingerprint, plans and arrays recomputed) on a copy of the first's
+    # output (two pool workers)
+    first_out = planned_mri["out"]
+    out = sf3d_roots.preprocessed / DATASET
+    shutil.copytree(first_out, out)
+    monkeypatch.setenv("SF3D_RAW", str(planned_mri["raw"]))
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "3d_fullres").glob("*.npy")}
+    run("-d", "501", "-np", "1", "--clean")
+    assert all((out / "3d_fullres" / name).stat().st_mtime_ns != ns for name, ns in before.items())  # rewritten
+    assert (out / "plans.json").read_text() == (first_out / "plans.json").read_text()
+    for file in (first_out / "3d_fullres").glob("*.npy"):
+        assert np.array_equal(np.load(out / "3d_fullres" / file.name), np.load(file)), file.name
 
 
-def test_two_parts_give_the_arrays_of_one_run(mri_dataset: Path, sf3d_roots, monkeypatch, tmp_path) -> None:
-    whole = sf3d_roots.preprocessed / mri_dataset.name / "3d_fullres"
-    run("-d", "501", "-np", "1")
+def test_two_parts_give_the_arrays_of_one_run(planned_mri: dict, sf3d_roots, monkeypatch, tmp_path,
+                                             cli_main) -> None:
+    from segformer3d_auto.cli.plan_and_preprocess import main
+
+    whole = planned_mri["out"] / "3d_fullres"
+    monkeypatch.setenv("SF3D_RAW", str(planned_mri["raw"]))
     monkeypatch.setenv("SF3D_PREPROCESSED", str(tmp_path / "parts"))
-    before_plan = run("-d", "501", "--num-parts", "2", "--part-id", "0", check=False)
+    # the error and the planning in this process (one process: no pool forked from the test process), the parts
+    # as the commands an array job runs
+    before_plan = cli_main(main, "-d", "501", "--num-parts", "2", "--part-id", "0")
     assert before_plan.returncode == 2 and "plans.json: missing" in before_plan.stderr
-    run("-d", "501", "--no-preprocess")
-    parts = tmp_path / "parts" / mri_dataset.name / "3d_fullres"
+    assert cli_main(main, "-d", "501", "--no-preprocess", "-np", "1").returncode == 0
+    parts = tmp_path / "parts" / DATASET / "3d_fullres"
     run("-d", "501", "--num-parts", "2", "--part-id", "1", "-np", "1")
     cases = sorted(p.name[: -len("_seg.npy")] for p in whole.glob("*_seg.npy"))
     assert sorted(p.stem for p in parts.glob("*.json")) == cases[1::2]  # part 1 alone: every second case
@@ -121,7 +141,7 @@ def test_two_parts_give_the_arrays_of_one_run(mri_dataset: Path, sf3d_roots, mon
         assert np.array_equal(np.load(parts / file.name), np.load(file)), file.name
     for file in whole.glob("*.json"):
         assert read_json(parts / file.name) == read_json(file), file.name
-    gt = sf3d_roots.preprocessed / mri_dataset.name / "gt_segmentations"
+    gt = planned_mri["out"] / "gt_segmentations"
     assert sorted(p.name for p in (parts.parent / "gt_segmentations").iterdir()) == sorted(p.name for p in gt.iterdir())
 
 
@@ -208,10 +228,14 @@ def _corrupt(folder: Path, kind: str) -> tuple[Path, list[str]]:
     "missing channel", "missing label", "extra file", "shape mismatch", "spacing mismatch", "undeclared label",
     "nan", "truncated", "2d image", "4d image", "numTraining", "empty dataset",
 ])
-def test_malformed_input_exits_2_naming_the_file_and_writes_nothing(kind: str, sf3d_roots) -> None:
+def test_malformed_input_exits_2_naming_the_file_and_writes_nothing(kind: str, sf3d_roots, cli_main) -> None:
+    from segformer3d_auto.cli.plan_and_preprocess import main
+
     folder = make_mri_regions_dataset(sf3d_roots.raw, num_cases=2, shape=(12, 12, 12), num_test_cases=0)
     path, flags = _corrupt(folder, kind)
-    result = run("-d", "501", "-np", "1", *flags, check=False)
+    # main() in this process (test_unknown_dataset runs the command as a subprocess): an exception other than the
+    # user error fails the test, as the traceback of a subprocess would
+    result = cli_main(main, "-d", "501", "-np", "1", *flags)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
