@@ -26,7 +26,7 @@ started beside it on 2 cores), and the load average printed with the table shows
 The printed table is markdown, ready for docs/benchmarks.md; ``results.json`` in the work folder keeps the raw numbers.
 
     python benchmarks/compare_nnunet.py --nnunet-python /path/to/nnunet-env/bin/python \\
-        [--budget-minutes 5] [--datasets mri ct msd thin anatomy] [--workdir DIR] [--small]
+        [--budget-minutes 5] [--datasets mri ct msd thin anatomy] [--workdir DIR] [--small] [--threads N]
 """
 
 from __future__ import annotations
@@ -227,7 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-np", "--num-processes", type=int, default=2, help="preprocessing/prediction processes")
     parser.add_argument("--num-workers", type=int, default=0,
                         help="augmentation worker processes of both trainers (default 0: in-process)")
+    parser.add_argument("--threads", type=int,
+                        help="CPU threads of both pipelines' training and prediction (default: torch's default, all "
+                             "cores); 1 keeps a run fair on a machine where other work competes for the cores")
     args = parser.parse_args(argv)
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be positive")
+        os.environ.update(OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads),
+                          SF3D_CPU_THREADS=str(args.threads))
     if args.budget_minutes <= 0 or args.iterations_per_epoch < 1 or args.num_processes < 1 or args.num_workers < 0:
         parser.error("--budget-minutes, --iterations-per-epoch and -np must be positive, --num-workers >= 0")
     if not Path(args.nnunet_python).is_file():
@@ -242,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "results.json").write_text(json.dumps(results, indent=1))
     flags = f"--budget-minutes {args.budget_minutes:g} --datasets {' '.join(args.datasets)}"
     flags += " --small" if args.small else ""
+    flags += f" --threads {args.threads}" if args.threads else ""
     print(f"segformer3d_auto vs nnU-Net v2, {started}, {os.cpu_count()} CPUs, device cpu, -np {args.num_processes}, "
           f"{args.num_workers} augmentation workers, {args.iterations_per_epoch} iterations/epoch "
           f"(`benchmarks/compare_nnunet.py {flags}`); 5-minute load average {load_before:.1f} at the start, "

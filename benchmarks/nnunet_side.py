@@ -43,10 +43,14 @@ class {TRAINER}(nnUNetTrainer):
         self.num_val_iterations_per_epoch = int(os.environ.get("SF3D_BUDGET_VAL_ITERATIONS", "1"))
 '''
 
-TRAIN_ENTRY = ("import sys; from nnunetv2.run.run_training import run_training_entry as main; "
+# On the CPU, nnU-Net's training and prediction set torch's threads to multiprocessing.cpu_count(), whatever
+# OMP_NUM_THREADS says; with SF3D_CPU_THREADS set (compare_nnunet.py --threads) that count is what they see.
+THREADS = ("import os, multiprocessing; n = os.environ.get('SF3D_CPU_THREADS'); "
+           "multiprocessing.cpu_count = (lambda: int(n)) if n else multiprocessing.cpu_count; ")
+TRAIN_ENTRY = (THREADS + "import sys; from nnunetv2.run.run_training import run_training_entry as main; "
                "sys.argv[0] = 'nnUNetv2_train'; sys.exit(main())")
-PREDICT_ENTRY = ("import sys; from nnunetv2.inference.predict_from_raw_data import predict_entry_point as main; "
-                 "sys.argv[0] = 'nnUNetv2_predict'; sys.exit(main())")
+PREDICT_ENTRY = (THREADS + "import sys; from nnunetv2.inference.predict_from_raw_data import predict_entry_point "
+                 "as main; sys.argv[0] = 'nnUNetv2_predict'; sys.exit(main())")
 
 # Parameters and forward FLOPs of the planned network at its patch size, built on the meta device (nothing is
 # computed) without deep supervision, as inference runs it; counted with torch's FlopCounterMode like ours.

@@ -2,7 +2,8 @@
 
 For each dataset (``thin``: folded ribbon and 1-3 voxel vessels; ``anatomy``: the MNI ICBM152 T1 template with
 grey / white matter, deformed per case, at 2 mm, needs ``pip install -e ".[anatomy]"``; ``mri`` and ``ct``: the
-existing generated datasets, whose structures are large) it runs ``sf3d_plan_and_preprocess`` and prints, per
+existing generated datasets, whose structures are large; ``msd``: the prostate-like legacy MSD task, converted
+with ``sf3d_convert_msd``, where boundaries decide the score) it runs ``sf3d_plan_and_preprocess`` and prints, per
 candidate (``paper``: first stride 4; ``refine``: plus the full-resolution refinement head; ``stride2``: first stride
 2), the coarse-grid ceiling from the fingerprint (mean and per class), the planned patch, batch, estimated memory and
 training FLOPs per voxel, and which candidate the planner chose.
@@ -14,7 +15,7 @@ comparison fair on a shared machine), predicts the held-out ``imagesTs`` without
 ``sf3d_evaluate``. Two short calibration runs per candidate (2 and 12 iterations) gives its CPU seconds per iteration
 and its fixed cost. The table is markdown::
 
-    python benchmarks/output_resolution.py [--datasets thin anatomy mri ct] [--budget-cpu-seconds 300]
+    python benchmarks/output_resolution.py [--datasets thin anatomy mri ct msd] [--budget-cpu-seconds 300]
         [--ceilings-only] [--small] [--workdir DIR]
 """
 
@@ -38,6 +39,7 @@ from segformer3d_auto.dataset.anatomy import make_anatomy_dataset  # noqa: E402
 from segformer3d_auto.dataset.synthetic import (  # noqa: E402
     make_ct_dataset,
     make_mri_regions_dataset,
+    make_msd_task,
     make_thin_dataset,
 )
 from segformer3d_auto.planners.output_resolution import CANDIDATES  # noqa: E402
@@ -62,7 +64,12 @@ def make_dataset(kind: str, raw: Path, small: bool) -> Path:
         return make_anatomy_dataset(raw, dataset_id=702, spacing=3.0 if small else 2.0, **counts)
     if kind == "mri":
         return make_mri_regions_dataset(raw, dataset_id=703, shape=(32,) * 3 if small else (64,) * 3, **counts)
-    return make_ct_dataset(raw, dataset_id=704, shape=(12, 48, 48) if small else (24, 96, 96), **counts)
+    if kind == "ct":
+        return make_ct_dataset(raw, dataset_id=704, shape=(12, 48, 48) if small else (24, 96, 96), **counts)
+    task = make_msd_task(raw.parent / "msd", name="Task05_Prostate", shape=(12, 40, 40) if small else (20, 64, 64),
+                         **counts)
+    run(cli("convert_msd", "-i", str(task), "-d", "705"), dict(os.environ, SF3D_RAW=str(raw)), "sf3d_convert_msd")
+    return next(raw.glob("Dataset705_*"))
 
 
 def run(cmd: list[str], env: dict[str, str], what: str) -> tuple[float, float]:
@@ -191,7 +198,7 @@ def table(results: list[dict], budget: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--datasets", nargs="+", choices=("thin", "anatomy", "mri", "ct"),
+    parser.add_argument("--datasets", nargs="+", choices=("thin", "anatomy", "mri", "ct", "msd"),
                         default=["thin", "anatomy", "mri", "ct"])
     parser.add_argument("--candidates", nargs="+", choices=[c["name"] for c in CANDIDATES],
                         default=[c["name"] for c in CANDIDATES], help="which candidates to train")

@@ -5,16 +5,19 @@ Usage:
     python benchmarks/time_budget.py [--budget 120] [--hogs 2]
 
 A small generated region dataset (6 cases, 32^3, 4 channels) is made and preprocessed in a temporary folder; fold 0
-is trained with ``--time-budget`` (final validation included). For each run it prints the budget, the wall time of
-the whole command (process start to exit, as a user's stopwatch sees it), the difference, the number of epochs, the
-plan changes logged, and the final validation's measured against its estimated duration. The machine's load
-average before and after each run is printed too: on a shared machine the "idle" run is only as idle as the
-others let it be.
+is trained with ``--time-budget`` (final validation included). For each run it prints the budget, the seconds the
+run's own clock counted ("finished after" in the log: from the command's start to the end of the final validation)
+and the wall time of the whole command (process start to exit, as a user's stopwatch sees it), the number of
+epochs, the final learning rate and whether it is the schedule's end value for that many epochs (annealed), the
+final validation's measured against its estimated duration, and the plan lines of the log (when and why it
+re-planned). The machine's load average before and after each run is printed too: on a shared machine the "idle"
+run is only as idle as the others let it be.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import multiprocessing
 import os
 import subprocess
@@ -24,6 +27,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from segformer3d_auto.training.schedule import learning_rate
 
 
 def _hog(stop_at: float) -> None:
@@ -67,11 +72,16 @@ def run_once(env: dict[str, str], results: Path, budget: int, hogs: int) -> dict
     if process.returncode != 0:
         raise RuntimeError(stderr)
     fold = results / "Dataset501_SyntheticBraTS" / "SegFormer3D__3d_fullres" / "fold_0"
-    lines = (fold / "training_log.txt").read_text().splitlines()
+    lines = [line.split(" ", 2)[2] for line in (fold / "training_log.txt").read_text().splitlines()]
     state = torch.load(fold / "checkpoint_final.pth", weights_only=True)
-    finished = next(line for line in lines if "time budget: finished after" in line)
-    return {"budget": budget, "wall": wall, "epochs": state["epoch"], "final_lr": state["logging"]["lr"][-1],
-            "plans": sum("time budget: " in line and line.endswith(" epochs") for line in lines),
+    schedule = state["schedule"]
+    end_lr = learning_rate(state["epoch"] - 1, schedule["base_lr"], state["epoch"], schedule["warmup_epochs"],
+                           schedule["exponent"])
+    finished = next(line for line in lines if line.startswith("time budget: finished after"))
+    return {"budget": budget, "wall": wall, "counted": float(finished.split("after ")[1].split("s of")[0]),
+            "epochs": state["epoch"], "final_lr": state["logging"]["lr"][-1],
+            "annealed": math.isclose(state["logging"]["lr"][-1], end_lr, rel_tol=1e-6),
+            "plans": [line for line in lines if line.startswith("time budget: ") and "finished after" not in line],
             "validation": finished.split("(final validation ")[1].rstrip(")"),
             "load": (load_before, os.getloadavg()[0])}
 
@@ -89,10 +99,12 @@ def main() -> None:
     print(f"sf3d_train --time-budget {args.budget}s, fold 0 of a 6-case 32^3 dataset, 5 iterations per epoch, "
           f"{os.cpu_count()} CPUs")
     for name, r in runs:
-        print(f"{name:>24}: wall {r['wall']:.1f}s of {r['budget']}s ({r['wall'] - r['budget']:+.1f}s, "
-              f"{100 * r['wall'] / r['budget']:.0f}%), {r['epochs']} epochs, {r['plans']} plan(s) logged, "
-              f"final lr {r['final_lr']:.2e}, final validation {r['validation']}, "
-              f"load average {r['load'][0]:.1f} -> {r['load'][1]:.1f}")
+        print(f"{name}: {r['counted']:.1f}s of {r['budget']}s counted ({100 * r['counted'] / r['budget']:.0f}%), "
+              f"wall {r['wall']:.1f}s ({100 * r['wall'] / r['budget']:.0f}%), {r['epochs']} epochs, final lr "
+              f"{r['final_lr']:.2e} ({'annealed' if r['annealed'] else 'NOT annealed'}), final validation "
+              f"{r['validation']}, load average {r['load'][0]:.1f} -> {r['load'][1]:.1f}")
+        for line in r["plans"]:
+            print(f"    {line}")
 
 
 if __name__ == "__main__":

@@ -1,23 +1,27 @@
 """Choose SegFormer3D's output resolution from the data: the paper's grid, a finer first stride, or refinement.
 
 The fingerprint's ``output_grid_ceiling`` says, per candidate output grid, the best mean Dice any network
-predicting on that grid can reach (``ceiling.py``). Candidates, cheapest first:
+predicting on that grid can reach (``ceiling.py``). Candidates, in the order the planner tries them:
 
 - ``paper``: the paper's network, first-embedding stride 4 (level ``"4"`` of the fingerprint);
+- ``stride2``: first-embedding stride 2, the later grids as in the paper (``topology.py``, level ``"2"``);
 - ``refine``: the paper's network plus a light full-resolution refinement head (``model/refinement.py``, level
-  ``"1"``: nothing caps it below full resolution);
-- ``stride2``: first-embedding stride 2, the later grids as in the paper (``topology.py``, level ``"2"``).
+  ``"1"``: nothing caps it below full resolution).
 
 Each candidate is planned like the paper's network (patch shrunk until a batch of two fits ``--gpu-memory-gb`` by
 the counted estimate, then the batch grows), so a finer grid trades patch size against resolution within the same
 memory. The first candidate whose ceiling is within ``CEILING_TOLERANCE`` of a perfect score, whose estimate fits
 the target and whose training FLOPs per voxel stay within ``COMPUTE_BOUND`` times the paper's is chosen; when none
-reaches the tolerance, the admissible one with the highest ceiling (ties: the cheaper). Datasets whose stride-4
-ceiling is already high therefore keep the paper's network unchanged. ``refine`` comes before ``stride2``
-because it is the cheaper of the two by the planner's own counts (on the thin-structure dataset at 48^3: 1.25x
-the paper's training FLOPs per voxel and +0.03 GB, against 2.2x and +0.3 GB for ``stride2``) and has the higher
-ceiling; which one reaches more Dice per CPU-second of training is what ``benchmarks/output_resolution.py``
-measures.
+reaches the tolerance, the admissible one with the highest ceiling (ties: the earlier). Datasets whose stride-4
+ceiling is already high therefore keep the paper's network unchanged.
+
+``stride2`` comes before ``refine`` because it learns more per CPU-second of training, although it costs more
+per iteration by the planner's own counts (on the thin-structure dataset at 48^3: 2.2x the paper's training FLOPs
+per voxel against 1.25x for ``refine``). ``benchmarks/output_resolution.py``, same 300 CPU seconds of training
+per candidate, one thread: thin structures, mean Dice paper 0.531, refine 0.551, stride2 0.760. The refinement
+head only corrects the upsampled logits from a 5-voxel neighbourhood of the image, which is too little context to
+draw a vessel the coarse logits miss; it stays the fallback where stride 2 does not reach the tolerance or does
+not fit.
 """
 
 from __future__ import annotations
@@ -36,8 +40,8 @@ COMPUTE_BOUND = 4.0
 REFINE_CHANNELS = 8
 CANDIDATES = (
     {"name": "paper", "level": "4", "first_stride_cap": 4, "refine_channels": 0},
-    {"name": "refine", "level": "1", "first_stride_cap": 4, "refine_channels": REFINE_CHANNELS},
     {"name": "stride2", "level": "2", "first_stride_cap": 2, "refine_channels": 0},
+    {"name": "refine", "level": "1", "first_stride_cap": 4, "refine_channels": REFINE_CHANNELS},
 )
 
 
@@ -102,8 +106,9 @@ def choose_output_resolution(
         chosen, reason = 0, "no output-grid ceilings in the fingerprint: the paper's network"
     elif good:
         chosen = good[0]
-        reason = (f"the cheapest candidate whose ceiling ({rows[chosen]['ceiling_mean']:.3f}) is within "
-                  f"{CEILING_TOLERANCE} of a perfect score and that fits {target_gb:g} GB and the compute bound")
+        reason = (f"the first candidate (paper, stride2, refine) whose ceiling ({rows[chosen]['ceiling_mean']:.3f}) "
+                  f"is within {CEILING_TOLERANCE} of a perfect score and that fits {target_gb:g} GB and the compute "
+                  "bound")
     else:
         chosen = max(admissible, key=lambda i: (rows[i]["ceiling_mean"] or 0.0, -i))
         reason = (f"no candidate reaches {1 - CEILING_TOLERANCE:.2f} within {target_gb:g} GB and the compute "

@@ -1,10 +1,13 @@
 """``--time-budget``: fit the number of epochs to the time a user can afford.
 
 The first epochs are measured, then the number of epochs is fixed so that training plus the final validation
-ends within the budget; the learning-rate schedule is a pure function of that number, so the run always anneals
-to its end instead of being cut off mid-schedule. When the measured speed drifts by more than
-:data:`REPLAN_CHANGE` from the one the plan was made with (a shared machine getting busier or quieter), or the
-remaining time no longer holds the planned epochs, the number is re-estimated and the log says so.
+ends within the budget. When the measured speed drifts by more than :data:`REPLAN_CHANGE` from the one the plan was
+made with (a shared machine getting busier or quieter), or the remaining time no longer holds the planned epochs,
+the number is re-estimated and the log says so. Both estimates (time per epoch, final validation) are medians of the
+last :data:`SPEED_WINDOW` measurements, so one pass slowed by a passing load does not move the plan. A re-plan never
+stops the run right after an epoch that was not planned as its last: that epoch ran mid-schedule, so one more epoch
+runs at the annealed learning rate (see :func:`segformer3d_auto.training.schedule.next_learning_rate`), even where it
+may end past the budget.
 
 The clock is the process's monotonic clock; what a run has spent is stored in its checkpoints, so ``--continue``
 goes on with the time that was left when the checkpoint was written (epochs lost to a crash are redone, the idle
@@ -66,11 +69,12 @@ def plan_epochs(epochs_done: int, remaining_s: float, epoch_s: float, validation
     return max(1, epochs_done, min(max_epochs, epochs_done + more))
 
 
-def epoch_seconds(durations: Sequence[float]) -> float:
-    """Current time per epoch: the median of the last :data:`SPEED_WINDOW` epoch durations."""
-    if not durations:
-        raise ValueError("no epoch measured yet")
-    return float(statistics.median(list(durations)[-SPEED_WINDOW:]))
+def recent_median(values: Sequence[float]) -> float:
+    """The median of the last :data:`SPEED_WINDOW` measurements: the current time per epoch or final validation,
+    unmoved by one slow outlier."""
+    if not values:
+        raise ValueError("nothing measured yet")
+    return float(statistics.median(list(values)[-SPEED_WINDOW:]))
 
 
 class TimeBudget:
@@ -96,6 +100,7 @@ class TimeBudget:
         self._last_mark = self._started
         self._starting = True  # the first epoch of a process also pays for start-up: not a speed sample
         self.durations: list[float] = []
+        self.validation_estimates: list[float] = []
         self.planned_epochs: int | None = None
         self.planned_epoch_s: float | None = None
 
@@ -113,42 +118,54 @@ class TimeBudget:
         return self.total_s - self.elapsed()
 
     def end_epoch(self, epochs_done: int, validation_s: float) -> tuple[int, str | None]:
-        """Record that an epoch ended now and return ``(number of epochs, log message or None)``.
+        """Record that an epoch ended now, with ``validation_s`` the final validation as estimated from this
+        epoch's pseudo-Dice pass, and return ``(number of epochs, log message or None)``.
 
         The number is the provisional ``max_epochs`` during the first :data:`MEASURE_EPOCHS` epochs (unless the
-        budget already runs short), then the plan; the message says when and why the plan was made or changed.
+        budget already runs short), then the plan; the message says after which epoch, why and how the plan was
+        made or changed.
         """
         now = self.clock()
         duration, self._last_mark = now - self._last_mark, now
         if self._starting:
             self._starting = False
-            epoch_s = epoch_seconds(self.durations or [duration])
         else:
             self.durations.append(duration)
-            epoch_s = epoch_seconds(self.durations)
+        self.validation_estimates.append(float(validation_s))
+        epoch_s = recent_median(self.durations or [duration])
+        validation_s = self.validation_estimate()
         fits = plan_epochs(epochs_done, self.remaining(), epoch_s, validation_s, self.max_epochs)
         left = f"{format_duration(max(self.remaining(), 0))} of {format_duration(self.total_s)} left"
-        if self.planned_epochs is None:
+        after = f"after epoch {epochs_done - 1}"  # numbered from 0, as in the log's epoch lines
+        planned = self.planned_epochs
+        if planned is None:
             if not self.durations and fits >= MEASURE_EPOCHS:
                 return self.max_epochs, None
-            message = (f"time budget: {epoch_s:.1f}s per epoch, final validation estimated at {validation_s:.1f}s, "
-                       f"{left}: training {fits} epochs")
+            why = f"{epoch_s:.1f}s per epoch, final validation estimated at {validation_s:.1f}s, {left}: training"
         elif abs(epoch_s - self.planned_epoch_s) > REPLAN_CHANGE * self.planned_epoch_s:
             change = 100 * (epoch_s / self.planned_epoch_s - 1)
-            message = (f"time budget: speed changed by {change:+.0f}% ({self.planned_epoch_s:.1f}s -> {epoch_s:.1f}s "
-                       f"per epoch), {left}: re-estimated {self.planned_epochs} -> {fits} epochs")
-        elif fits < self.planned_epochs:
-            message = (f"time budget: {left} no longer holds {self.planned_epochs} epochs at {epoch_s:.1f}s per "
-                       f"epoch: re-estimated {self.planned_epochs} -> {fits} epochs")
+            why = (f"{after} speed changed by {change:+.0f}% ({self.planned_epoch_s:.1f}s -> "
+                   f"{epoch_s:.1f}s per epoch), {left}: re-estimated {planned} ->")
+        elif fits < planned:
+            why = (f"{after}: {left} no longer holds {planned} epochs at {epoch_s:.1f}s per epoch + "
+                   f"{validation_s:.1f}s final validation: re-estimated {planned} ->")
         else:
-            return self.planned_epochs, None
+            return planned, None
+        note = ""
+        if planned is not None and fits <= epochs_done < planned:  # the epoch just done ran mid-schedule
+            fits, note = epochs_done + 1, " (one more than fits: the last epoch runs at the annealed learning rate)"
         self.planned_epochs, self.planned_epoch_s = fits, epoch_s
-        return fits, message
+        return fits, f"time budget: {why} {fits} epochs{note}"
+
+    def validation_estimate(self) -> float:
+        """The final validation's duration as the plan sees it: the median of the recent estimates (0 before any)."""
+        return recent_median(self.validation_estimates) if self.validation_estimates else 0.0
 
     def state_dict(self) -> dict[str, Any]:
         """What ``--continue`` needs: the budget, the time spent and the plan (plain numbers)."""
         return {"total_s": self.total_s, "spent_s": self.elapsed(), "planned_epochs": self.planned_epochs,
-                "planned_epoch_s": self.planned_epoch_s, "durations": list(self.durations)}
+                "planned_epoch_s": self.planned_epoch_s, "durations": list(self.durations),
+                "validation_estimates": list(self.validation_estimates)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue a budget from a checkpoint: the time it had spent and its plan; the clock restarts now."""
@@ -158,6 +175,7 @@ class TimeBudget:
         self.planned_epochs = state.get("planned_epochs")
         self.planned_epoch_s = state.get("planned_epoch_s")
         self.durations = [float(d) for d in state.get("durations", [])]
+        self.validation_estimates = [float(v) for v in state.get("validation_estimates", [])]
 
 
 def validation_forward_passes(case_shapes: Sequence[Sequence[int]], patch_size: Sequence[int],

@@ -49,7 +49,7 @@ from segformer3d_auto.training.pretrained import (
     set_encoder_frozen,
 )
 from segformer3d_auto.training.progress_plot import plot_progress
-from segformer3d_auto.training.schedule import learning_rate, set_learning_rate
+from segformer3d_auto.training.schedule import learning_rate, next_learning_rate, set_learning_rate
 from segformer3d_auto.training.setup import resolve_fold
 from segformer3d_auto.training.time_budget import TimeBudget, format_duration, validation_forward_passes
 from segformer3d_auto.training.validation import evaluate_validation, validate_fold
@@ -229,7 +229,7 @@ class Trainer:
         if self.budget is not None:
             self.log.write(f"time budget: finished after {self.budget.elapsed():.1f}s of {self.budget.total_s:.1f}s "
                            f"(final validation {time.monotonic() - validation_start:.1f}s, estimated "
-                           f"{self._validation_seconds():.1f}s)")
+                           f"{self.budget.validation_estimate():.1f}s)")
         return summary
 
     def _train_epochs(self) -> None:
@@ -263,7 +263,11 @@ class Trainer:
     def _one_epoch(self, train_aug: Augmenter, val_aug: Augmenter, loggers: ExperimentLoggers | None = None) -> None:
         c = self.config
         start = time.time()
-        lr = learning_rate(self.epoch, c.lr, self.num_epochs, c.warmup_epochs, c.poly_exponent)
+        if self.budget is None:  # a fixed length: the schedule is a function of the epoch
+            lr = learning_rate(self.epoch, c.lr, self.num_epochs, c.warmup_epochs, c.poly_exponent)
+        else:  # the plan may have changed: the decay goes on from the last rate to the end of the current plan
+            lr = next_learning_rate(self.log.curves["lr"][:self.epoch], c.lr, self.num_epochs, c.warmup_epochs,
+                                    c.poly_exponent)
         set_learning_rate(self.optimizer, lr)
         self.model.train()
         if self._encoder_frozen:
@@ -339,7 +343,8 @@ class Trainer:
 
     def _validation_seconds(self) -> float:
         """Estimated duration of the final validation: its sliding-window forward passes at the speed measured
-        in the last pseudo-Dice pass, with 50% and one second per case for resampling, export and evaluation."""
+        in the last pseudo-Dice pass, with 50% and one second per case for resampling, export and evaluation (the
+        time budget plans with the median of the last few estimates, so that one slow pass does not count)."""
         if self.config.fold == "all" or not self.paths.val_cases or self.config.val_iterations == 0:
             return 0.0
         if not hasattr(self, "_val_passes"):

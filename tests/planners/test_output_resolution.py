@@ -38,7 +38,7 @@ def test_low_ceiling_chooses_a_finer_output_and_records_every_candidate():
     record = config["output_resolution"]
     assert record["chosen"] != "paper"
     names = [c["name"] for c in record["candidates"]]
-    assert names == ["paper", "refine", "stride2"]
+    assert names == ["paper", "stride2", "refine"]
     for row in record["candidates"]:
         assert {"ceiling_mean", "estimated_gb", "training_gflops_per_voxel", "patch_size", "batch_size"} <= set(row)
     chosen = next(c for c in record["candidates"] if c["name"] == record["chosen"])
@@ -50,6 +50,19 @@ def test_low_ceiling_chooses_a_finer_output_and_records_every_candidate():
     # and the recorded estimate is the counted memory of that network at the planned patch and batch
     estimate = estimate_training_memory(config["network"]["name"], kwargs, config["patch_size"], config["batch_size"])
     assert abs(estimate.total_gb - config["memory"]["estimated_gb"]) < 1e-3
+
+
+def test_stride2_is_preferred_and_refinement_is_the_fallback():
+    # stride 2 reaches the tolerance: it is chosen (it learned more per CPU-second than refinement)
+    config = _config(_fingerprint(0.75, 0.985))
+    assert config["output_resolution"]["chosen"] == "stride2"
+    assert config["network"]["kwargs"]["patch_stride"][0] == [2, 2, 2]
+    assert "refine_channels" not in config["network"]["kwargs"]
+    # stride 2 still caps the score: the refinement head (nothing caps it) is planned instead
+    config = _config(_fingerprint(0.75, 0.9))
+    assert config["output_resolution"]["chosen"] == "refine"
+    assert config["network"]["kwargs"]["refine_channels"] > 0
+    assert config["network"]["kwargs"]["patch_stride"][0] == [4, 4, 4]
 
 
 def test_never_plans_past_the_memory_target_and_trades_patch_for_resolution():
