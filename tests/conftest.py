@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,3 +110,17 @@ def cli_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
         return subprocess.CompletedProcess(list(args), code, out, err)
 
     return call
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``python -m segformer3d_auto.demo`` (what ``make demo`` runs), shortened, run once per session: its output
+    folder and the finished process. Read only: the killed-demo test copies the data it generated and preprocessed
+    so that its own run reaches training without planning again."""
+    out = tmp_path_factory.mktemp("demo_run") / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "segformer3d_auto.demo", "--out", str(out), "--cases", "5", "--epochs", "1",
+         "--iterations-per-epoch", "2"],
+        capture_output=True, text=True, timeout=600,
+    )
+    return {"out": out, "result": result}
