@@ -30,6 +30,17 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
+def plan_in_process(cli_main, *args: str) -> subprocess.CompletedProcess:
+    """``sf3d_plan_and_preprocess`` through its ``main()`` in this process (always ``-np 1``: no pool forked from
+    the test process), for tests about what it plans rather than how it starts; the runs above and below that use
+    ``run`` keep the command's subprocess path covered."""
+    from segformer3d_auto.cli.plan_and_preprocess import main
+
+    result = cli_main(main, *args, "-np", "1")
+    assert result.returncode == 0, result.stderr
+    return result
+
+
 def check_plans(preprocessed: Path, num_cases: int) -> dict:
     plans = read_json(preprocessed / "plans.json")
     config = plans["configurations"]["3d_fullres"]
@@ -82,24 +93,24 @@ def test_anisotropic_ct_dataset(ct_dataset: Path, sf3d_roots) -> None:
     assert plans["foreground_intensity_properties_per_channel"]["0"]["mean"] > 0  # HU of organs, not air
 
 
-def test_coarse_axis_last_in_the_file_is_transposed_first(sf3d_roots) -> None:
+def test_coarse_axis_last_in_the_file_is_transposed_first(sf3d_roots, cli_main) -> None:
     folder = make_mri_regions_dataset(sf3d_roots.raw, dataset_id=503, num_cases=3, shape=(24, 24, 24),
                                       num_test_cases=0)
     for path in list((folder / "imagesTr").iterdir()) + list((folder / "labelsTr").iterdir()):
         image = sitk.ReadImage(str(path))
         image.SetSpacing((4.0, 1.0, 1.0))  # x (last array axis) is coarse
         sitk.WriteImage(image, str(path))
-    run("-d", "503", "-np", "1")
+    plan_in_process(cli_main, "-d", "503")
     plans = read_json(sf3d_roots.preprocessed / folder.name / "plans.json")
     assert plans["transpose_forward"] == [2, 0, 1]
     assert plans["configurations"]["3d_fullres"]["spacing"][0] == pytest.approx(4.0)
 
 
-def test_converted_msd_task(msd_task: Path, sf3d_roots) -> None:
+def test_converted_msd_task(msd_task: Path, sf3d_roots, cli_main) -> None:
     convert = subprocess.run([sys.executable, "-m", "segformer3d_auto.cli.convert_msd", "-i", str(msd_task)],
                              capture_output=True, text=True)
     assert convert.returncode == 0, convert.stderr
-    run("-d", "5", "-np", "1")
+    plan_in_process(cli_main, "-d", "5")
     plans = check_plans(sf3d_roots.preprocessed / "Dataset005_Prostate", 4)
     assert plans["configurations"]["3d_fullres"]["network"]["kwargs"]["in_channels"] == 2
 
@@ -249,9 +260,9 @@ def test_unknown_dataset(sf3d_roots) -> None:
     assert result.returncode == 2 and "999" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_thin_structures_get_a_finer_output(tmp_path: Path, sf3d_roots) -> None:
+def test_thin_structures_get_a_finer_output(tmp_path: Path, sf3d_roots, cli_main) -> None:
     folder = make_thin_dataset(sf3d_roots.raw, num_cases=2, shape=(24, 24, 24), num_test_cases=0)
-    result = run("-d", "503", "-np", "1", "--no-preprocess")
+    result = plan_in_process(cli_main, "-d", "503", "--no-preprocess")
     fingerprint = read_json(sf3d_roots.preprocessed / folder.name / "dataset_fingerprint.json")
     assert set(fingerprint["structure_thickness_mm"]) == {"ribbon", "vessel"}
     assert fingerprint["output_grid_ceiling"]["4"]["mean"] < 0.98
