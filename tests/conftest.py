@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,3 +80,47 @@ def ct_dataset(sf3d_roots: SF3DRoots) -> Path:
 def msd_task(tmp_path: Path) -> Path:
     """A legacy MSD folder ``tmp_path/msd/Task05_Prostate``: 4 training + 2 test 4D two-channel cases."""
     return make_msd_task(tmp_path / "msd", num_cases=4, shape=(12, 24, 24))
+
+
+CliMain = Callable[..., subprocess.CompletedProcess]
+
+
+@pytest.fixture
+def cli_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> CliMain:
+    """Call a command's ``main(argv)`` in this process: ``cli_main(main, *args, env={...})``.
+
+    Returns a ``subprocess.CompletedProcess`` (returncode, stdout, stderr) like running the command would, so a
+    test checks the same one-line message and exit status 2 without paying a second of ``import torch`` per case.
+    argparse's ``SystemExit`` becomes the return code; any other exception propagates and fails the test (a
+    subprocess would have printed a traceback). ``env`` is set for the call only. Each command keeps at least one
+    real subprocess test, which checks the ``python -m`` entry point and the exit status the shell sees.
+    """
+
+    def call(main: Callable[[list[str] | None], int], *args: str, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess:
+        with monkeypatch.context() as patch:
+            for key, value in (env or {}).items():
+                patch.setenv(key, value)
+            capsys.readouterr()
+            try:
+                code = main(list(args))
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(list(args), code, out, err)
+
+    return call
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``python -m segformer3d_auto.demo`` (what ``make demo`` runs), shortened, run once per session: its output
+    folder and the finished process. Read only: the killed-demo test copies the data it generated and preprocessed
+    so that its own run reaches training without planning again."""
+    out = tmp_path_factory.mktemp("demo_run") / "demo"
+    result = subprocess.run(
+        [sys.executable, "-m", "segformer3d_auto.demo", "--out", str(out), "--cases", "5", "--epochs", "1",
+         "--iterations-per-epoch", "2"],
+        capture_output=True, text=True, timeout=600,
+    )
+    return {"out": out, "result": result}

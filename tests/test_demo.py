@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
 
-
-def test_demo_runs_every_stage_and_writes_its_artifacts(tmp_path: Path) -> None:
-    out = tmp_path / "demo"
-    result = subprocess.run(
-        [sys.executable, "-m", "segformer3d_auto.demo", "--out", str(out), "--cases", "5", "--epochs", "1",
-         "--iterations-per-epoch", "2"],
-        capture_output=True, text=True, timeout=600,
-    )
+def test_demo_runs_every_stage_and_writes_its_artifacts(demo_run: dict) -> None:
+    out, result = demo_run["out"], demo_run["result"]
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout[result.stdout.index("segformer3d_auto demo:"):]
     for line in ("whole tumor", "tumor core", "enhancing tumor", "mean (foreground)", "sf3d_plan_and_preprocess",

@@ -8,6 +8,7 @@ process with SIGKILL, and then waits for the session to empty.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -83,7 +84,11 @@ def test_killed_prediction_leaves_nothing(tmp_path: Path) -> None:
     _kill_main_and_wait(process, session_processes(process.pid) - {process.pid})
 
 
-def test_killed_demo_takes_its_running_command_with_it(tmp_path: Path) -> None:
+def test_killed_demo_takes_its_running_command_with_it(demo_run: dict, tmp_path: Path) -> None:
+    # the session's demo data, generated and preprocessed: this run plans again (fingerprint kept) and trains soon
+    assert demo_run["result"].returncode == 0, demo_run["result"].stderr[-3000:]
+    for folder in ("raw", "preprocessed"):
+        shutil.copytree(demo_run["out"] / folder, tmp_path / "demo" / folder)
     process = _start([sys.executable, "-m", "segformer3d_auto.demo", "--out", str(tmp_path / "demo"), "--cases", "5",
                       "--epochs", "1000", "--iterations-per-epoch", "2"], {})
     training: set[int] = set()

@@ -95,36 +95,44 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, path: Path, out:
     assert not out.exists() or not list(out.glob("*.nii.gz"))
 
 
-def test_bad_input_is_one_line_and_writes_nothing(trained: dict, tmp_path: Path) -> None:
+def test_bad_input_is_one_line_and_writes_nothing(trained: dict, tmp_path: Path, cli_main) -> None:
+    from segformer3d_auto.cli.predict import main
+
+    def run_main(*args: str, results: Path | None = None) -> subprocess.CompletedProcess:
+        env = {"SF3D_RESULTS": str(results)} if results is not None else None
+        return cli_main(main, *args, "--disable-progress-bar", env=env)
+
     model = str(trained["model"])
     out = tmp_path / "out"
-    # wrong channel count: a second channel for a one-channel model
+    # wrong channel count: a second channel for a one-channel model (a real subprocess: the shell's view)
     two = tmp_path / "two"
     two.mkdir()
     shutil.copy(trained["inputs"] / "ct_000_0000.nii.gz", two / "a_0000.nii.gz")
     shutil.copy(trained["inputs"] / "ct_000_0000.nii.gz", two / "a_0001.nii.gz")
     _assert_one_line_error(_run("-i", str(two), "-o", str(out), "-m", model), two / "a_0001.nii.gz", out)
+    # the other cases call main() in this process: the same message and exit status without a torch import each
     # unreadable file
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "b_0000.nii.gz").write_bytes(b"this is no image")
-    _assert_one_line_error(_run("-i", str(bad), "-o", str(out), "-m", model), bad / "b_0000.nii.gz", out)
+    _assert_one_line_error(run_main("-i", str(bad), "-o", str(out), "-m", model), bad / "b_0000.nii.gz", out)
     # empty input folder
     empty = tmp_path / "empty"
     empty.mkdir()
-    _assert_one_line_error(_run("-i", str(empty), "-o", str(out), "-m", model), empty, out)
+    _assert_one_line_error(run_main("-i", str(empty), "-o", str(out), "-m", model), empty, out)
     # missing model folder, missing fold
     inputs = trained["inputs"]
     missing = tmp_path / "no_model"
-    _assert_one_line_error(_run("-i", str(inputs), "-o", str(out), "-m", str(missing)), missing, out)
-    _assert_one_line_error(_run("-i", str(inputs), "-o", str(out), "-m", model, "-f", "0", "4"),
+    _assert_one_line_error(run_main("-i", str(inputs), "-o", str(out), "-m", str(missing)), missing, out)
+    _assert_one_line_error(run_main("-i", str(inputs), "-o", str(out), "-m", model, "-f", "0", "4"),
                            trained["model"] / "fold_4", out)
     # output folder not writable: its parent is a file
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    _assert_one_line_error(_run("-i", str(inputs), "-o", str(blocker / "out"), "-m", model), blocker / "out", out)
+    _assert_one_line_error(run_main("-i", str(inputs), "-o", str(blocker / "out"), "-m", model), blocker / "out",
+                           out)
     # no -d and no trained dataset
     empty_results = tmp_path / "results"
     empty_results.mkdir()
-    _assert_one_line_error(_run("-i", str(inputs), "-o", str(out), results=empty_results), empty_results, out)
+    _assert_one_line_error(run_main("-i", str(inputs), "-o", str(out), results=empty_results), empty_results, out)
     assert not out.exists()

@@ -94,28 +94,35 @@ def test_torchrun_two_processes_write_one_set_of_files(tmp_path_factory):
     assert len(lines) == 2 and "x 2 rank(s)" in lines[0] and "epoch 0 " in lines[1], result.stderr
 
 
-def _error(command: list[str], env: dict[str, str]) -> str:
-    result = run(command, env, check=False)
+def _error(result: subprocess.CompletedProcess) -> str:
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
     return result.stderr
 
 
-def test_bad_input_is_one_line_and_exit_2(tmp_path_factory, tmp_path):
+def test_bad_input_is_one_line_and_exit_2(tmp_path_factory, tmp_path, cli_main):
+    from segformer3d_auto.cli.train import main
+
     env = {**prepared_roots(tmp_path_factory.getbasetemp() / "training_data"), "SF3D_RESULTS": str(tmp_path / "r")}
-    assert "no Dataset777_*" in _error([sys.executable, "-m", "segformer3d_auto.cli.train", "777", "0"], env)
-    assert "out of range" in _error(train_command("7"), env)
-    assert "expected 0..4" in _error(train_command("seven"), env)
-    assert "time budget '2x'" in _error(train_command("0", "--time-budget", "2x"), env)
-    assert "needs --pretrained" in _error(train_command("0", "--freeze-encoder-epochs", "2"), env)
-    assert "patience" in _error(train_command("0", "--early-stopping", "0"), env)
+    # one real subprocess (the exit status the shell sees); the other cases call main() in this process
+    assert "no Dataset777_*" in _error(run([sys.executable, "-m", "segformer3d_auto.cli.train", "777", "0"], env,
+                                           check=False))
+
+    def error(*options: str, roots: dict[str, str] = env) -> str:
+        return _error(cli_main(main, *train_command(*options)[3:], env=roots))
+
+    assert "out of range" in error("7")
+    assert "expected 0..4" in error("seven")
+    assert "time budget '2x'" in error("0", "--time-budget", "2x")
+    assert "needs --pretrained" in error("0", "--freeze-encoder-epochs", "2")
+    assert "patience" in error("0", "--early-stopping", "0")
     empty = {"SF3D_RAW": env["SF3D_RAW"], "SF3D_PREPROCESSED": str(tmp_path / "nothing"),
              "SF3D_RESULTS": str(tmp_path / "r")}
-    assert "sf3d_plan_and_preprocess" in _error(train_command("0"), empty)
+    assert "sf3d_plan_and_preprocess" in error("0", roots=empty)
     fold = tmp_path / "r" / DATASET / "SegFormer3D__3d_fullres" / "fold_0"
     fold.mkdir(parents=True)
     (fold / "checkpoint_latest.pth").write_bytes(b"not a checkpoint")
-    assert "checkpoint_latest.pth" in _error(train_command("0", "--continue"), env)
+    assert "checkpoint_latest.pth" in error("0", "--continue")
 
 
 def _log_lines(fold: Path) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import SimpleITK as sitk
 
 from segformer3d_auto.atomic import read_json, write_json
 from segformer3d_auto.dataset.synthetic import make_mri_regions_dataset, make_thin_dataset
+from tests.training.data import DATASET, plan_report, prepared_roots
 
 CLI = [sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess"]
 
@@ -25,6 +27,17 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run([*CLI, *args], capture_output=True, text=True, env=os.environ.copy())
     if check:
         assert result.returncode == 0, result.stderr
+    return result
+
+
+def plan_in_process(cli_main, *args: str) -> subprocess.CompletedProcess:
+    """``sf3d_plan_and_preprocess`` through its ``main()`` in this process (always ``-np 1``: no pool forked from
+    the test process), for tests about what it plans rather than how it starts; the runs above and below that use
+    ``run`` keep the command's subprocess path covered."""
+    from segformer3d_auto.cli.plan_and_preprocess import main
+
+    result = cli_main(main, *args, "-np", "1")
+    assert result.returncode == 0, result.stderr
     return result
 
 
@@ -47,16 +60,25 @@ def check_plans(preprocessed: Path, num_cases: int) -> dict:
     return plans
 
 
-def test_region_mri_dataset(mri_dataset: Path, sf3d_roots) -> None:
-    result = run("-d", "501", "-np", "2")
-    assert "Dataset501_SyntheticBraTS" in result.stdout
-    plans = check_plans(sf3d_roots.preprocessed / mri_dataset.name, 6)
+@pytest.fixture
+def planned_mri(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The session's Dataset501 (6 cases, 4 channels, 32^3, regions) planned and preprocessed by one
+    ``sf3d_plan_and_preprocess -np 2`` run that the training tests share (tests/training/data.py): read only."""
+    base = tmp_path_factory.getbasetemp() / "training_data"
+    env = prepared_roots(base)
+    return {"raw": Path(env["SF3D_RAW"]), "out": Path(env["SF3D_PREPROCESSED"]) / DATASET,
+            "stdout": plan_report(base, DATASET).read_text()}
+
+
+def test_region_mri_dataset(planned_mri: dict) -> None:
+    assert "Dataset501_SyntheticBraTS" in planned_mri["stdout"]
+    plans = check_plans(planned_mri["out"], 6)
     config = plans["configurations"]["3d_fullres"]
     assert config["normalization_schemes"] == ["ZScoreNormalization"] * 4
     assert config["network"]["kwargs"]["num_classes"] == 3  # three regions
-    props = read_json(next((sf3d_roots.preprocessed / mri_dataset.name / "3d_fullres").glob("*.json")))
+    props = read_json(next((planned_mri["out"] / "3d_fullres").glob("*.json")))
     assert set(props["class_locations"]) == {"(1, 2, 3)", "(2, 3)", "3"}
-    assert len(list((sf3d_roots.preprocessed / mri_dataset.name / "gt_segmentations").iterdir())) == 6
+    assert len(list((planned_mri["out"] / "gt_segmentations").iterdir())) == 6
 
 
 def test_anisotropic_ct_dataset(ct_dataset: Path, sf3d_roots) -> None:
@@ -71,47 +93,56 @@ def test_anisotropic_ct_dataset(ct_dataset: Path, sf3d_roots) -> None:
     assert plans["foreground_intensity_properties_per_channel"]["0"]["mean"] > 0  # HU of organs, not air
 
 
-def test_coarse_axis_last_in_the_file_is_transposed_first(sf3d_roots) -> None:
+def test_coarse_axis_last_in_the_file_is_transposed_first(sf3d_roots, cli_main) -> None:
     folder = make_mri_regions_dataset(sf3d_roots.raw, dataset_id=503, num_cases=3, shape=(24, 24, 24),
                                       num_test_cases=0)
     for path in list((folder / "imagesTr").iterdir()) + list((folder / "labelsTr").iterdir()):
         image = sitk.ReadImage(str(path))
         image.SetSpacing((4.0, 1.0, 1.0))  # x (last array axis) is coarse
         sitk.WriteImage(image, str(path))
-    run("-d", "503", "-np", "1")
+    plan_in_process(cli_main, "-d", "503")
     plans = read_json(sf3d_roots.preprocessed / folder.name / "plans.json")
     assert plans["transpose_forward"] == [2, 0, 1]
     assert plans["configurations"]["3d_fullres"]["spacing"][0] == pytest.approx(4.0)
 
 
-def test_converted_msd_task(msd_task: Path, sf3d_roots) -> None:
+def test_converted_msd_task(msd_task: Path, sf3d_roots, cli_main) -> None:
     convert = subprocess.run([sys.executable, "-m", "segformer3d_auto.cli.convert_msd", "-i", str(msd_task)],
                              capture_output=True, text=True)
     assert convert.returncode == 0, convert.stderr
-    run("-d", "5", "-np", "1")
+    plan_in_process(cli_main, "-d", "5")
     plans = check_plans(sf3d_roots.preprocessed / "Dataset005_Prostate", 4)
     assert plans["configurations"]["3d_fullres"]["network"]["kwargs"]["in_channels"] == 2
 
 
-def test_running_twice_gives_identical_plans_and_arrays(mri_dataset: Path, sf3d_roots) -> None:
-    out = sf3d_roots.preprocessed / mri_dataset.name
-    run("-d", "501", "-np", "1")
-    first_plans = (out / "plans.json").read_text()
-    first = {p.name: np.load(p) for p in (out / "3d_fullres").glob("*.npy")}
-    run("-d", "501", "-np", "2", "--clean")
-    assert (out / "plans.json").read_text() == first_plans
-    for name, array in first.items():
-        assert np.array_equal(np.load(out / "3d_fullres" / name), array), name
+def test_running_twice_gives_identical_plans_and_arrays(planned_mri: dict, sf3d_roots, monkeypatch) -> None:
+    # the second run (one process, --clean: fingerprint, plans and arrays recomputed) on a copy of the first's
+    # output (two pool workers)
+    first_out = planned_mri["out"]
+    out = sf3d_roots.preprocessed / DATASET
+    shutil.copytree(first_out, out)
+    monkeypatch.setenv("SF3D_RAW", str(planned_mri["raw"]))
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "3d_fullres").glob("*.npy")}
+    run("-d", "501", "-np", "1", "--clean")
+    assert all((out / "3d_fullres" / name).stat().st_mtime_ns != ns for name, ns in before.items())  # rewritten
+    assert (out / "plans.json").read_text() == (first_out / "plans.json").read_text()
+    for file in (first_out / "3d_fullres").glob("*.npy"):
+        assert np.array_equal(np.load(out / "3d_fullres" / file.name), np.load(file)), file.name
 
 
-def test_two_parts_give_the_arrays_of_one_run(mri_dataset: Path, sf3d_roots, monkeypatch, tmp_path) -> None:
-    whole = sf3d_roots.preprocessed / mri_dataset.name / "3d_fullres"
-    run("-d", "501", "-np", "1")
+def test_two_parts_give_the_arrays_of_one_run(planned_mri: dict, sf3d_roots, monkeypatch, tmp_path,
+                                             cli_main) -> None:
+    from segformer3d_auto.cli.plan_and_preprocess import main
+
+    whole = planned_mri["out"] / "3d_fullres"
+    monkeypatch.setenv("SF3D_RAW", str(planned_mri["raw"]))
     monkeypatch.setenv("SF3D_PREPROCESSED", str(tmp_path / "parts"))
-    before_plan = run("-d", "501", "--num-parts", "2", "--part-id", "0", check=False)
+    # the error and the planning in this process (one process: no pool forked from the test process), the parts
+    # as the commands an array job runs
+    before_plan = cli_main(main, "-d", "501", "--num-parts", "2", "--part-id", "0")
     assert before_plan.returncode == 2 and "plans.json: missing" in before_plan.stderr
-    run("-d", "501", "--no-preprocess")
-    parts = tmp_path / "parts" / mri_dataset.name / "3d_fullres"
+    assert cli_main(main, "-d", "501", "--no-preprocess", "-np", "1").returncode == 0
+    parts = tmp_path / "parts" / DATASET / "3d_fullres"
     run("-d", "501", "--num-parts", "2", "--part-id", "1", "-np", "1")
     cases = sorted(p.name[: -len("_seg.npy")] for p in whole.glob("*_seg.npy"))
     assert sorted(p.stem for p in parts.glob("*.json")) == cases[1::2]  # part 1 alone: every second case
@@ -121,7 +152,7 @@ def test_two_parts_give_the_arrays_of_one_run(mri_dataset: Path, sf3d_roots, mon
         assert np.array_equal(np.load(parts / file.name), np.load(file)), file.name
     for file in whole.glob("*.json"):
         assert read_json(parts / file.name) == read_json(file), file.name
-    gt = sf3d_roots.preprocessed / mri_dataset.name / "gt_segmentations"
+    gt = planned_mri["out"] / "gt_segmentations"
     assert sorted(p.name for p in (parts.parent / "gt_segmentations").iterdir()) == sorted(p.name for p in gt.iterdir())
 
 
@@ -208,10 +239,14 @@ def _corrupt(folder: Path, kind: str) -> tuple[Path, list[str]]:
     "missing channel", "missing label", "extra file", "shape mismatch", "spacing mismatch", "undeclared label",
     "nan", "truncated", "2d image", "4d image", "numTraining", "empty dataset",
 ])
-def test_malformed_input_exits_2_naming_the_file_and_writes_nothing(kind: str, sf3d_roots) -> None:
+def test_malformed_input_exits_2_naming_the_file_and_writes_nothing(kind: str, sf3d_roots, cli_main) -> None:
+    from segformer3d_auto.cli.plan_and_preprocess import main
+
     folder = make_mri_regions_dataset(sf3d_roots.raw, num_cases=2, shape=(12, 12, 12), num_test_cases=0)
     path, flags = _corrupt(folder, kind)
-    result = run("-d", "501", "-np", "1", *flags, check=False)
+    # main() in this process (test_unknown_dataset runs the command as a subprocess): an exception other than the
+    # user error fails the test, as the traceback of a subprocess would
+    result = cli_main(main, "-d", "501", "-np", "1", *flags)
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -225,9 +260,9 @@ def test_unknown_dataset(sf3d_roots) -> None:
     assert result.returncode == 2 and "999" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_thin_structures_get_a_finer_output(tmp_path: Path, sf3d_roots) -> None:
+def test_thin_structures_get_a_finer_output(tmp_path: Path, sf3d_roots, cli_main) -> None:
     folder = make_thin_dataset(sf3d_roots.raw, num_cases=2, shape=(24, 24, 24), num_test_cases=0)
-    result = run("-d", "503", "-np", "1", "--no-preprocess")
+    result = plan_in_process(cli_main, "-d", "503", "--no-preprocess")
     fingerprint = read_json(sf3d_roots.preprocessed / folder.name / "dataset_fingerprint.json")
     assert set(fingerprint["structure_thickness_mm"]) == {"ribbon", "vessel"}
     assert fingerprint["output_grid_ceiling"]["4"]["mean"] < 0.98

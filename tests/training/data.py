@@ -1,5 +1,6 @@
 """A small generated region dataset, planned and preprocessed once per test session by the real
-``sf3d_plan_and_preprocess``, shared by the training and CLI tests."""
+``sf3d_plan_and_preprocess``, shared by the planner, training and CLI tests (read only: a test that changes it
+works on a copy)."""
 
 from __future__ import annotations
 
@@ -32,9 +33,17 @@ def _prepared(base: Path, dataset: str, make: Callable[[Path], Path]) -> dict[st
     if not (base / "preprocessed" / dataset / "splits_final.json").is_file():
         make(base / "raw")
         dataset_id = dataset.split("_")[0].removeprefix("Dataset")
-        run([sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess", "-d", dataset_id, "-np", "1"], env)
+        # two pool workers: the path users run (the planner tests check this run's output and its report)
+        result = run([sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess", "-d", dataset_id, "-np", "2"],
+                     env)
+        plan_report(base, dataset).write_text(result.stdout)
     _CACHE[base] = env
     return dict(env)
+
+
+def plan_report(base: Path, dataset: str) -> Path:
+    """Where the stdout of the shared sf3d_plan_and_preprocess run of ``dataset`` under ``base`` is kept."""
+    return base / f"{dataset}_plan_and_preprocess.txt"
 
 
 def run(command: list[str], env: dict[str, str], timeout: float = 600, check: bool = True
