@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -194,25 +193,12 @@ def test_early_stopping_still_saves_validates_and_says_why(tmp_path_factory):
     assert not any("train_loss=" in line for line in _log_lines(fold)[before:])
 
 
-def _paper_network_checkpoint(tmp_path_factory) -> Path:
-    """A checkpoint of the paper's network (7x7x7 first kernel) on the 4-channel region dataset: the shared plan may
-    choose a finer output for it (a 3x3x3 first kernel at stride 2), so a copy is re-planned with
-    ``--output-resolution paper`` (fingerprint and preprocessed data reused) and trained for one iteration."""
-    shared = prepared_roots(tmp_path_factory.getbasetemp() / "training_data")
-    base = tmp_path_factory.mktemp("paper_source")
-    shutil.copytree(Path(shared["SF3D_PREPROCESSED"]) / DATASET, base / "preprocessed" / DATASET)
-    env = {**shared, "SF3D_PREPROCESSED": str(base / "preprocessed"), "SF3D_RESULTS": str(base / "results")}
-    result = run([sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess", "-d", "501", "-np", "1",
-                  "--output-resolution", "paper", "--no-preprocess"], env)
-    assert "output resolution: paper (chosen by --output-resolution)" in result.stdout
-    run(train_command("0", "--epochs", "1", "--iterations-per-epoch", "1", "--val-iterations", "1"), env)
-    return base / "results" / DATASET / "SegFormer3D__3d_fullres" / "fold_0" / "checkpoint_final.pth"
-
-
 def test_finetuning_from_another_dataset_adapts_channels_and_head(tmp_path_factory):
     from tests.training.data import CT_DATASET, prepared_ct_roots
 
-    pretrained = _paper_network_checkpoint(tmp_path_factory)
+    # the shared region dataset is planned with the paper's network (7x7x7 first kernel, 4 channels)
+    _, source_folder = trained_fold0(tmp_path_factory.getbasetemp() / "training_data")
+    pretrained = source_folder / "fold_0" / "checkpoint_final.pth"
     env = {**prepared_ct_roots(tmp_path_factory.getbasetemp() / "ct_data"),
            "SF3D_RESULTS": str(tmp_path_factory.mktemp("finetune"))}
     run(train_command("all", "--pretrained", str(pretrained), "--epochs", "1", "--iterations-per-epoch", "1",

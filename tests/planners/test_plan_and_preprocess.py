@@ -18,7 +18,7 @@ import SimpleITK as sitk
 
 from segformer3d_auto.atomic import read_json, write_json
 from segformer3d_auto.dataset.synthetic import make_mri_regions_dataset, make_thin_dataset
-from tests.training.data import DATASET, plan_report, prepared_roots
+from tests.training.data import DATASET, PLAN_OPTIONS, plan_report, prepared_roots
 
 CLI = [sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess"]
 
@@ -72,6 +72,7 @@ def planned_mri(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_region_mri_dataset(planned_mri: dict) -> None:
     assert "Dataset501_SyntheticBraTS" in planned_mri["stdout"]
+    assert "output resolution: paper (chosen by --output-resolution)" in planned_mri["stdout"]
     plans = check_plans(planned_mri["out"], 6)
     config = plans["configurations"]["3d_fullres"]
     assert config["normalization_schemes"] == ["ZScoreNormalization"] * 4
@@ -123,7 +124,7 @@ def test_running_twice_gives_identical_plans_and_arrays(planned_mri: dict, sf3d_
     shutil.copytree(first_out, out)
     monkeypatch.setenv("SF3D_RAW", str(planned_mri["raw"]))
     before = {p.name: p.stat().st_mtime_ns for p in (out / "3d_fullres").glob("*.npy")}
-    run("-d", "501", "-np", "1", "--clean")
+    run("-d", "501", "-np", "1", "--clean", *PLAN_OPTIONS)
     assert all((out / "3d_fullres" / name).stat().st_mtime_ns != ns for name, ns in before.items())  # rewritten
     assert (out / "plans.json").read_text() == (first_out / "plans.json").read_text()
     for file in (first_out / "3d_fullres").glob("*.npy"):
@@ -141,7 +142,7 @@ def test_two_parts_give_the_arrays_of_one_run(planned_mri: dict, sf3d_roots, mon
     # as the commands an array job runs
     before_plan = cli_main(main, "-d", "501", "--num-parts", "2", "--part-id", "0")
     assert before_plan.returncode == 2 and "plans.json: missing" in before_plan.stderr
-    assert cli_main(main, "-d", "501", "--no-preprocess", "-np", "1").returncode == 0
+    assert cli_main(main, "-d", "501", "--no-preprocess", "-np", "1", *PLAN_OPTIONS).returncode == 0
     parts = tmp_path / "parts" / DATASET / "3d_fullres"
     run("-d", "501", "--num-parts", "2", "--part-id", "1", "-np", "1")
     cases = sorted(p.name[: -len("_seg.npy")] for p in whole.glob("*_seg.npy"))
