@@ -24,8 +24,7 @@ import SimpleITK as sitk
 from scipy.ndimage import gaussian_filter, map_coordinates
 
 from segformer3d_auto.atomic import write_json
-from segformer3d_auto.dataset.image_io import write_image
-from segformer3d_auto.dataset.naming import channel_file_name
+from segformer3d_auto.dataset.case_writer import write_cases
 from segformer3d_auto.dataset.phantoms import smooth_noise
 from segformer3d_auto.paths import dataset_name
 
@@ -118,13 +117,9 @@ def make_anatomy_dataset(raw_root: str | Path, dataset_id: int = 504, num_cases:
     template, template_spacing = load_template()
     folder = Path(raw_root) / dataset_name(dataset_id, "MNIAnatomy")
     props = {"spacing": [float(spacing)] * 3, "origin": [0.0, 0.0, 0.0], "direction": [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]}
-    for split, count, stream in (("Tr", num_cases, 0), ("Ts", num_test_cases, 1)):
-        for i in range(count):
-            rng = np.random.default_rng([seed, stream, i])
-            image, seg = anatomy_case(rng, template, template_spacing, spacing)
-            case = f"mni_{'ts_' if stream else ''}{i:03d}"
-            write_image(image[0], props, folder / f"images{split}" / channel_file_name(case, 0, ".nii.gz"))
-            write_image(seg, props, folder / f"labels{split}" / f"{case}.nii.gz")
+    # the template and the spacing set each case's shape: the geometry only gives the header
+    write_cases(folder, "mni", seed, num_cases, num_test_cases,
+                lambda rng, _shape: anatomy_case(rng, template, template_spacing, spacing), lambda rng: ((), props))
     write_json({
         "channel_names": {"0": "T1"},
         "labels": {"background": 0, "grey matter": 1, "white matter": 2},

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -25,17 +25,13 @@ import SimpleITK as sitk
 from segformer3d_auto.atomic import atomic_path, write_json
 from segformer3d_auto.dataset import phantoms
 from segformer3d_auto.dataset.anatomy import make_anatomy_dataset
+from segformer3d_auto.dataset.case_writer import write_cases
 from segformer3d_auto.dataset.image_io import write_image
-from segformer3d_auto.dataset.naming import channel_file_name
 from segformer3d_auto.paths import dataset_name
 
 IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 LPS_FLIP = (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)
 BRATS_REGIONS = {"background": 0, "whole tumor": [1, 2, 3], "tumor core": [2, 3], "enhancing tumor": [3]}
-
-CaseMaker = Callable[[np.random.Generator, tuple[int, int, int]], tuple[np.ndarray, np.ndarray]]
-Geometry = Callable[[np.random.Generator], tuple[tuple[int, int, int], dict]]
-
 
 def make_mri_regions_dataset(raw_root: str | Path, dataset_id: int = 501, num_cases: int = 6,
                              shape: Sequence[int] = (48, 48, 48), spacing: Sequence[float] = (1.0, 1.0, 1.0),
@@ -49,7 +45,7 @@ def make_mri_regions_dataset(raw_root: str | Path, dataset_id: int = 501, num_ca
     shape, spacing = _check(num_cases, num_test_cases, shape, spacing)
     props = {"spacing": list(spacing), "origin": [0.0, 0.0, 0.0], "direction": list(IDENTITY)}
     folder = Path(raw_root) / dataset_name(dataset_id, "SyntheticBraTS")
-    _write_cases(folder, "brats", seed, num_cases, num_test_cases, phantoms.mri_case,
+    write_cases(folder, "brats", seed, num_cases, num_test_cases, phantoms.mri_case,
                  lambda rng: (shape, props))
     write_json({
         "channel_names": {"0": "FLAIR", "1": "T1", "2": "T1ce", "3": "T2"},
@@ -81,7 +77,7 @@ def make_ct_dataset(raw_root: str | Path, dataset_id: int = 502, num_cases: int 
         return grown, {"spacing": list(spacing), "origin": origin, "direction": list(LPS_FLIP)}
 
     folder = Path(raw_root) / dataset_name(dataset_id, "SyntheticCT")
-    _write_cases(folder, "ct", seed, num_cases, num_test_cases, phantoms.ct_case, geometry)
+    write_cases(folder, "ct", seed, num_cases, num_test_cases, phantoms.ct_case, geometry)
     write_json({
         "channel_names": {"0": "CT"},
         "labels": {"background": 0, "liver": 1, "kidney": 2},
@@ -105,7 +101,7 @@ def make_thin_dataset(raw_root: str | Path, dataset_id: int = 503, num_cases: in
     shape, spacing = _check(num_cases, num_test_cases, shape, spacing)
     props = {"spacing": list(spacing), "origin": [0.0, 0.0, 0.0], "direction": list(IDENTITY)}
     folder = Path(raw_root) / dataset_name(dataset_id, "SyntheticThin")
-    _write_cases(folder, "thin", seed, num_cases, num_test_cases, phantoms.thin_case, lambda rng: (shape, props))
+    write_cases(folder, "thin", seed, num_cases, num_test_cases, phantoms.thin_case, lambda rng: (shape, props))
     write_json({
         "channel_names": {"0": "MRI"},
         "labels": {"background": 0, "ribbon": 1, "vessel": 2},
@@ -174,20 +170,6 @@ def _check(num_cases: int, num_test_cases: int, shape: Sequence[int],
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing must be 3 positive values (z, y, x), got {tuple(spacing)}")
     return tuple(int(s) for s in shape), tuple(float(s) for s in spacing)
-
-
-def _write_cases(folder: Path, prefix: str, seed: int, num_cases: int, num_test_cases: int,
-                 make_case: CaseMaker, geometry: Geometry) -> None:
-    """Write training and test cases; each case draws from its own seeded stream (independent of counts)."""
-    for split, count, stream in (("Tr", num_cases, 0), ("Ts", num_test_cases, 1)):
-        for i in range(count):
-            rng = np.random.default_rng([seed, stream, i])
-            shape, props = geometry(rng)
-            images, seg = make_case(rng, shape)
-            case = f"{prefix}_{'ts_' if stream else ''}{i:03d}"
-            for c, image in enumerate(images):
-                write_image(image, props, folder / f"images{split}" / channel_file_name(case, c, ".nii.gz"))
-            write_image(seg, props, folder / f"labels{split}" / f"{case}.nii.gz")
 
 
 def _write_msd_image(images: np.ndarray, props: dict, path: Path) -> None:
