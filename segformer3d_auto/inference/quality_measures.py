@@ -16,7 +16,7 @@ allowed range of each channel's p90.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -119,10 +119,7 @@ def fold_label_maps(probabilities: np.ndarray, regions: bool) -> np.ndarray:
     """
     if regions:
         return probabilities > 0.5
-    labels = np.empty(probabilities.shape[1:], dtype=np.int16)
-    for z in _slabs(probabilities.shape[1]):
-        labels[z] = np.argmax(probabilities[:, z], axis=0)
-    return labels
+    return _by_slab(probabilities, np.int16, lambda slab: np.argmax(slab, axis=0))
 
 
 def pairwise_fold_dice(maps: Sequence[np.ndarray], label_manager: Any) -> dict[str, float]:
@@ -146,10 +143,7 @@ def normalized_entropy(probabilities: np.ndarray, regions: bool) -> np.ndarray:
 
     Computed slab by slab along z, so the temporaries stay small next to a large CT's probabilities.
     """
-    out = np.empty(probabilities.shape[1:], dtype=np.float32)
-    for z in _slabs(probabilities.shape[1]):
-        out[z] = _entropy(probabilities[:, z], regions)
-    return out
+    return _by_slab(probabilities, np.float32, lambda slab: _entropy(slab, regions))
 
 
 def _entropy(probabilities: np.ndarray, regions: bool) -> np.ndarray:
@@ -162,10 +156,7 @@ def _entropy(probabilities: np.ndarray, regions: bool) -> np.ndarray:
 
 def foreground_mask(probabilities: np.ndarray, regions: bool) -> np.ndarray:
     """Voxels predicted as any foreground class or region."""
-    out = np.empty(probabilities.shape[1:], dtype=bool)
-    for z in _slabs(probabilities.shape[1]):
-        out[z] = _foreground(probabilities[:, z], regions)
-    return out
+    return _by_slab(probabilities, bool, lambda slab: _foreground(slab, regions))
 
 
 def _foreground(probabilities: np.ndarray, regions: bool) -> np.ndarray:
@@ -185,6 +176,15 @@ def foreground_entropy(probabilities: np.ndarray, regions: bool) -> tuple[float,
             foreground += count
         total += mask.size
     return (entropy_sum / foreground if foreground else float("nan")), (foreground / total if total else 0.0)
+
+
+def _by_slab(probabilities: np.ndarray, dtype: Any, measure: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``measure`` of each (c, slab, y, x) slab of ``probabilities``, written into one (z, y, x) array of
+    ``dtype``: its temporaries stay slab-sized."""
+    out = np.empty(probabilities.shape[1:], dtype=dtype)
+    for z in _slabs(probabilities.shape[1]):
+        out[z] = measure(probabilities[:, z])
+    return out
 
 
 def _slabs(depth: int, slab: int = 16) -> list[slice]:
