@@ -16,7 +16,12 @@ comparison fair on a shared machine), predicts the held-out ``imagesTs`` without
 and its fixed cost. The table is markdown::
 
     python benchmarks/output_resolution.py [--datasets thin anatomy mri ct msd] [--budget-cpu-seconds 300]
-        [--ceilings-only] [--small] [--workdir DIR]
+        [--ceilings-only] [--small] [--workdir DIR] [--train-args "--lr 1e-3 --warmup-epochs 2"]
+
+``--train-args`` appends options to the budgeted ``sf3d_train`` run (after the benchmark's own, so they win), for
+sweeping the training recipe; they are printed under the table. With ``--workdir``, a dataset already generated
+and planned there is reused, and so is a candidate's calibration (unless ``--train-args`` sets ``--batch-size``,
+the one option here that changes the cost of an iteration).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import json
 import math
 import os
 import resource
+import shlex
 import shutil
 import subprocess
 import sys
@@ -110,27 +116,39 @@ def candidate_root(pre: Path, name: str, root: Path, candidate: dict) -> Path:
     return root
 
 
-def train_and_score(name: str, folder: Path, root: Path, work: Path, budget: float) -> dict:
-    """Calibrate, train fold 0 for ``budget`` CPU seconds, predict imagesTs, evaluate; returns the numbers."""
-    env = dict(os.environ, SF3D_RAW=str(folder.parent), SF3D_PREPROCESSED=str(root),
-               SF3D_RESULTS=str(work / "results"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    common = ["--device", "cpu", "--num-workers", "0", "--no-progress", "--val-iterations", "1"]
+def calibrate(name: str, work: Path, env: dict[str, str], common: list[str], extra: list[str]) -> dict[str, float]:
+    """CPU seconds per iteration and fixed cost, from two short runs; kept in ``work`` for the next sweep run."""
+    cost_args = [a for i, a in enumerate(extra) if a == "--batch-size" or (i and extra[i - 1] == "--batch-size")]
+    cache = work / ("calibration" + "".join(cost_args) + ".json")
+    if cache.is_file():
+        return json.loads(cache.read_text())
     cpu = {}
     for k in CALIBRATION:
         shutil.rmtree(work / "results", ignore_errors=True)
         _, cpu[k] = run(cli("train", name, "0", "--epochs", "1", "--iterations-per-epoch", str(k),
-                            "--warmup-epochs", "1", *common), env, "sf3d_train (calibration)")
+                            "--warmup-epochs", "1", *common, *cost_args), env, "sf3d_train (calibration)")
     low, high = CALIBRATION
     slope = (cpu[high] - cpu[low]) / (high - low)
     # a non-positive slope (noise on a loaded machine) falls back to the whole run's cost per iteration
     per_iteration = slope if slope > 0 else cpu[high] / high
-    fixed = max(cpu[low] - low * per_iteration, 0.0)
+    result = {"per_iteration": per_iteration, "fixed": max(cpu[low] - low * per_iteration, 0.0)}
+    cache.write_text(json.dumps(result))
+    return result
+
+
+def train_and_score(name: str, folder: Path, root: Path, work: Path, budget: float, extra: list[str]) -> dict:
+    """Calibrate, train fold 0 for ``budget`` CPU seconds, predict imagesTs, evaluate; returns the numbers."""
+    env = dict(os.environ, SF3D_RAW=str(folder.parent), SF3D_PREPROCESSED=str(root),
+               SF3D_RESULTS=str(work / "results"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    common = ["--device", "cpu", "--num-workers", "0", "--no-progress", "--val-iterations", "1"]
+    calibration = calibrate(name, work, env, common, extra)
+    per_iteration, fixed = calibration["per_iteration"], calibration["fixed"]
     iterations = max(ITERATIONS_PER_EPOCH, math.floor((budget - fixed) / per_iteration))
     epochs = max(1, iterations // ITERATIONS_PER_EPOCH)
     shutil.rmtree(work / "results", ignore_errors=True)
     wall, used = run(cli("train", name, "0", "--epochs", str(epochs), "--iterations-per-epoch",
                          str(ITERATIONS_PER_EPOCH), "--warmup-epochs", str(max(1, round(epochs * 10 / 250))),
-                         *common), env, "sf3d_train")
+                         *common, *extra), env, "sf3d_train")
     prediction = work / "predictions"
     shutil.rmtree(prediction, ignore_errors=True)
     run(cli("predict", "-i", str(folder / "imagesTs"), "-o", str(prediction), "-d", name, "-f", "0", "--device",
@@ -147,14 +165,23 @@ def train_and_score(name: str, folder: Path, root: Path, work: Path, budget: flo
 def run_dataset(kind: str, args: argparse.Namespace, work_root: Path) -> dict:
     """Plan one dataset and, unless ``--ceilings-only``, train the candidates; returns the numbers."""
     work = work_root / kind
-    shutil.rmtree(work, ignore_errors=True)
-    folder = make_dataset(kind, work / "raw", args.small)
-    name = folder.name
     pre = work / "preprocessed"
-    env = dict(os.environ, SF3D_RAW=str(folder.parent), SF3D_PREPROCESSED=str(pre), SF3D_RESULTS=str(work / "res"))
-    log(f"{kind}: plan and preprocess {name}")
-    wall, cpu = run(cli("plan_and_preprocess", "-d", name, "-np", str(args.num_processes)), env,
-                    "sf3d_plan_and_preprocess")
+    planned = work / "planned.json"
+    if planned.is_file():  # generated and planned by an earlier run with this --workdir: reuse
+        folder = Path(json.loads(planned.read_text())["folder"])
+        name = folder.name
+        wall, cpu = json.loads(planned.read_text())["seconds"]
+        log(f"{kind}: reusing {name} planned in {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+        folder = make_dataset(kind, work / "raw", args.small)
+        name = folder.name
+        env = dict(os.environ, SF3D_RAW=str(folder.parent), SF3D_PREPROCESSED=str(pre),
+                   SF3D_RESULTS=str(work / "res"))
+        log(f"{kind}: plan and preprocess {name}")
+        wall, cpu = run(cli("plan_and_preprocess", "-d", name, "-np", str(args.num_processes)), env,
+                        "sf3d_plan_and_preprocess")
+        planned.write_text(json.dumps({"folder": str(folder), "seconds": [wall, cpu]}))
     config = json.loads((pre / name / "plans.json").read_text())["configurations"]["3d_fullres"]
     fingerprint = json.loads((pre / name / "dataset_fingerprint.json").read_text())
     out = {"dataset": name, "plan_seconds": wall, "plan_cpu_seconds": cpu,
@@ -168,7 +195,7 @@ def run_dataset(kind: str, args: argparse.Namespace, work_root: Path) -> dict:
         log(f"{kind}: {candidate['name']}: {args.budget_cpu_seconds:g} CPU seconds of training")
         root = candidate_root(pre, name, work / candidate["name"] / "preprocessed", candidate)
         out["trained"][candidate["name"]] = train_and_score(name, folder, root, work / candidate["name"],
-                                                            args.budget_cpu_seconds)
+                                                            args.budget_cpu_seconds, shlex.split(args.train_args))
         log(f"{kind}: {candidate['name']}: Dice {out['trained'][candidate['name']]['dice']:.3f}")
     return out
 
@@ -207,7 +234,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ceilings-only", action="store_true", help="plan only: ceilings and the choice")
     parser.add_argument("--small", action="store_true", help="smaller datasets (a quick check of the script)")
     parser.add_argument("-np", "--num-processes", type=int, default=2, help="-np of plan and preprocess")
-    parser.add_argument("--workdir", type=Path, help="work folder (default: a temporary one, removed)")
+    parser.add_argument("--workdir", type=Path,
+                        help="work folder, reused by the next run (default: a temporary one, removed)")
+    parser.add_argument("--train-args", default="",
+                        help='extra sf3d_train options for the budgeted run, e.g. "--lr 1e-3 --warmup-epochs 2"')
     args = parser.parse_args(argv)
     if args.budget_cpu_seconds <= 0 or args.num_processes < 1:
         parser.error("--budget-cpu-seconds and -np must be positive")
@@ -220,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table(results, args.budget_cpu_seconds))
         print(f"\nload average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
               f"on {os.cpu_count()} cores; training on one thread per run")
+        print(f"extra sf3d_train options: {args.train_args or '(none)'}")
     finally:
         if temporary:
             shutil.rmtree(work_root, ignore_errors=True)
