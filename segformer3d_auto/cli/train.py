@@ -41,7 +41,7 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--iterations-per-epoch", type=int, help="training steps per epoch (default 100)")
     parser.add_argument("--val-iterations", type=int, help="pseudo-Dice batches per epoch (default 20)")
     parser.add_argument("--batch-size", type=int, help="global batch size (default: the plan's)")
-    parser.add_argument("--lr", type=float, help="peak AdamW learning rate (default 3e-4, 1e-4 with --pretrained)")
+    parser.add_argument("--lr", type=float, help="peak AdamW learning rate (default 1e-3, 1e-4 with --pretrained)")
     parser.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.01)")
     parser.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs (default 10)")
     parser.add_argument("--grad-clip", type=float, help="gradient-norm clip, 0 disables (default 1)")

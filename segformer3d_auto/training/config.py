@@ -17,8 +17,10 @@ class TrainConfig:
     """Everything that decides how a fold is trained.
 
     Defaults were chosen by measurement on the generated datasets (see docs/training.md): AdamW at
-    3e-4 with weight decay 0.01 learned fastest among {1e-4, 3e-4, 1e-3}, a short linear warm-up keeps the
-    transformer from diverging in the first iterations, and clipping at 1 is nnU-Net's transformer recipe.
+    1e-3 with weight decay 0.01 learned faster than 3e-4 after 300 CPU seconds on the thin-structure, MNI anatomy
+    and prostate-like datasets (and at least as fast among {1e-4, 3e-4, 1e-3} in earlier short runs), a short
+    linear warm-up keeps the transformer from diverging in the first iterations, and clipping at 1 is nnU-Net's
+    transformer recipe.
     """
 
     dataset_name: str
@@ -28,7 +30,7 @@ class TrainConfig:
     iterations_per_epoch: int = 100
     val_iterations: int = 20
     batch_size: int | None = None
-    lr: float = 3e-4
+    lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_epochs: int = 10
     poly_exponent: float = 0.9

@@ -72,8 +72,8 @@ def test_sigkill_then_continue_finishes_like_an_uninterrupted_run(tmp_path_facto
     resumed = torch.load(fold / FINAL, weights_only=True)
     assert resumed["epoch"] == 4 and len(resumed["logging"]["train_loss"]) == 4
     # an uninterrupted run's schedule, written out: the 2 warm-up epochs asked for exceed a fifth of 4 epochs
-    # (rounded down: 0), so it decays from the start, 3e-4*(1-e/4)**0.9
-    assert resumed["logging"]["lr"] == pytest.approx([3e-4, 3e-4 * 0.75**0.9, 3e-4 * 0.5**0.9, 3e-4 * 0.25**0.9])
+    # (rounded down: 0), so it decays from the start from the default peak 1e-3: 1e-3*(1-e/4)**0.9
+    assert resumed["logging"]["lr"] == pytest.approx([1e-3, 1e-3 * 0.75**0.9, 1e-3 * 0.5**0.9, 1e-3 * 0.25**0.9])
     lines = (fold / "training_log.txt").read_text().splitlines()
     resumed_at = [i for i, line in enumerate(lines) if "resuming from checkpoint_latest.pth" in line]
     assert len(resumed_at) == 1 and f"after epoch {killed_after}" in lines[resumed_at[0]]
@@ -174,7 +174,7 @@ def test_time_budget_fixes_the_epochs_anneals_and_continue_keeps_the_rest(tmp_pa
     assert state["epoch"] == 6 == state["schedule"]["epochs"] > killed_at
     assert state["time_budget"]["total_s"] == 1800 and 0 < state["time_budget"]["spent_s"] < 1800
     lrs = state["logging"]["lr"]
-    assert len(lrs) == 6 and lrs[-1] < 0.5 * 3e-4  # ends annealed (below half the peak), not cut off
+    assert len(lrs) == 6 and lrs[-1] < 0.5 * 1e-3  # ends annealed (below half the peak), not cut off
     assert any("time budget: finished after " in line for line in lines)
 
 
