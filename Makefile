@@ -8,6 +8,9 @@ TORCH ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# The whole suite runs in this many pytest-xdist worker processes (`make test TEST_WORKERS=0`: all in the pytest process);
+# most tests wait on a subprocess with one torch thread, so two workers keep two cores busy.
+TEST_WORKERS ?= 2
 # Tests that compare floating-point results. `make test` runs them first on one thread with oneDNN off (other
 # kernels, other summation orders than the default run), so a tolerance that only holds on one machine's
 # kernels fails here, on the developer's machine, and not at random in CI.
@@ -34,7 +37,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(PY) -m ruff check segformer3d_auto tests benchmarks
 	$(MAKE) --no-print-directory test-numerics
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-numerics: $(STAMP)
 	OMP_NUM_THREADS=1 $(PY) -m pytest -q -p no:cacheprovider --torch-threads 1 --no-mkldnn $(NUMERICAL_TESTS)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,6 +14,7 @@ import pytest
 import torch
 
 from segformer3d_auto.dataset.synthetic import make_ct_dataset, make_mri_regions_dataset, make_msd_task
+from tests.shared_data import built_once, shared_folder
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -25,6 +28,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     threads = config.getoption("--torch-threads")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if threads is None and workers > 1:
+        # xdist workers share the cores: torch's default (one thread per core in each) would oversubscribe them
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        # and the commands that the tests start: each inherits the thread count unless a test sets its own
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     if threads is not None:
         if threads < 1:
             raise pytest.UsageError(f"--torch-threads must be >= 1, got {threads}")
@@ -114,13 +123,18 @@ def cli_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 
 @pytest.fixture(scope="session")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """``python -m segformer3d_auto.demo`` (what ``make demo`` runs), shortened, run once per session: its output
-    folder and the finished process. Read only: the killed-demo test copies the data it generated and preprocessed
-    so that its own run reaches training without planning again."""
-    out = tmp_path_factory.mktemp("demo_run") / "demo"
-    result = subprocess.run(
-        [sys.executable, "-m", "segformer3d_auto.demo", "--out", str(out), "--cases", "5", "--epochs", "1",
-         "--iterations-per-epoch", "2"],
-        capture_output=True, text=True, timeout=600,
-    )
-    return {"out": out, "result": result}
+    """``python -m segformer3d_auto.demo`` (what ``make demo`` runs), shortened, run once per test run (shared by
+    the xdist workers): its output folder and the finished process. Read only: the killed-demo test copies the data
+    it generated and preprocessed so that its own run reaches training without planning again."""
+
+    def run_demo(folder: Path) -> None:
+        result = subprocess.run(
+            [sys.executable, "-m", "segformer3d_auto.demo", "--out", str(folder / "demo"), "--cases", "5",
+             "--epochs", "1", "--iterations-per-epoch", "2"],
+            capture_output=True, text=True, timeout=600,
+        )
+        (folder / "result.json").write_text(json.dumps([result.args, result.returncode, result.stdout, result.stderr]))
+
+    folder = built_once(shared_folder(tmp_path_factory, "demo_run"), run_demo)
+    result = subprocess.CompletedProcess(*json.loads((folder / "result.json").read_text()))
+    return {"out": folder / "demo", "result": result}

@@ -1,8 +1,9 @@
-"""A briefly trained model folder shared by the command-line tests (trained once per test session)."""
+"""A briefly trained model folder shared by the command-line tests (trained once per test run)."""
 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from segformer3d_auto.model import create_model
 from segformer3d_auto.model_folder import model_folder_for
 from segformer3d_auto.preprocessing.case_preprocessor import preprocess_case
 from tests.inference.model_folders import labels_dataset_json, make_model_folder, make_plans
+from tests.shared_data import built_once, shared_folder
 
 PATCH = [16, 32, 32]
 NETWORK = {"embed_dims": [16, 32, 48, 64], "num_heads": [1, 1, 2, 2], "depths": [1, 1, 1, 1],
@@ -46,8 +48,15 @@ def _train(data: np.ndarray, seg: np.ndarray, network: dict, steps: int = 40) ->
 def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Dataset990 with one CT case, a model folder trained on it, and an input folder holding that case.
 
-    Read only: tests write their outputs elsewhere."""
-    base = tmp_path_factory.mktemp("predict_cli")
+    Made once per test run (shared by the xdist workers). Read only: tests write their outputs elsewhere."""
+    base = built_once(shared_folder(tmp_path_factory, "predict_cli"), _train_model_folder)
+    raw = base / "raw" / "Dataset990_SyntheticCT"
+    return {"base": base, "model": model_folder_for(raw.name, root=base / "results"), "inputs": base / "inputs",
+            "label": raw / "labelsTr" / "ct_000.nii.gz", "results": base / "results"}
+
+
+def _train_model_folder(base: Path) -> None:
+    """Write the dataset, the trained model folder and the input folder of ``trained`` under ``base``."""
     raw = make_ct_dataset(base / "raw", dataset_id=990, num_cases=1, shape=(16, 48, 48), num_test_cases=1)
     image_file, label_file = raw / "imagesTr" / "ct_000_0000.nii.gz", raw / "labelsTr" / "ct_000.nii.gz"
     dataset_json = labels_dataset_json()
@@ -58,9 +67,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data, grid_seg, _ = preprocess_case(image, seg, props, plans)
     network = plans["configurations"]["3d_fullres"]["network"]
     weights = _train(data, grid_seg, network)
-    results = base / "results"
-    folder = make_model_folder(model_folder_for(raw.name, root=results), dataset_json, plans, weights=[weights])
+    make_model_folder(model_folder_for(raw.name, root=base / "results"), dataset_json, plans, weights=[weights])
     inputs = base / "inputs"
     inputs.mkdir()
     shutil.copy(image_file, inputs / "ct_000_0000.nii.gz")
-    return {"base": base, "model": folder, "inputs": inputs, "label": label_file, "results": results}

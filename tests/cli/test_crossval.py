@@ -5,11 +5,12 @@ from __future__ import annotations
 import sys
 
 from segformer3d_auto.atomic import read_json
+from tests.shared_data import shared_folder
 from tests.training.data import run, trained_fold0
 
 
 def test_crossval_merges_folds_and_determines_postprocessing(tmp_path_factory):
-    env, model_folder = trained_fold0(tmp_path_factory.getbasetemp() / "training_data")
+    env, model_folder = trained_fold0(shared_folder(tmp_path_factory, "training_data"))
     result = run([sys.executable, "-m", "segformer3d_auto.cli.crossval", "501", "--folds", "0", "-np", "2",
                   "--calibrate-quality", "2"], env)
     crossval = model_folder / "crossval"
@@ -27,7 +28,7 @@ def test_crossval_merges_folds_and_determines_postprocessing(tmp_path_factory):
 
 
 def test_crossval_refuses_folds_without_validation(tmp_path_factory):
-    env, _ = trained_fold0(tmp_path_factory.getbasetemp() / "training_data")
+    env, _ = trained_fold0(shared_folder(tmp_path_factory, "training_data"))
     result = run([sys.executable, "-m", "segformer3d_auto.cli.crossval", "501", "--folds", "0", "3"], env,
                  check=False)
     assert result.returncode == 2 and "fold 3 has no finished validation" in result.stderr

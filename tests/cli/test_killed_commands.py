@@ -17,6 +17,7 @@ from pathlib import Path
 from segformer3d_auto.dataset.synthetic import make_ct_dataset
 from tests.inference.model_folders import labels_dataset_json, make_model_folder, make_plans
 from tests.processes import session_processes, wait_until
+from tests.shared_data import shared_folder
 from tests.training.data import DATASET, prepared_roots, train_command
 
 ENDS_WITHIN_S = 30  # workers are signalled by the kernel at once; the margin is for a loaded machine
@@ -41,7 +42,7 @@ def _start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
 
 
 def test_killed_training_leaves_no_augmentation_worker(tmp_path_factory) -> None:
-    env = {**prepared_roots(tmp_path_factory.getbasetemp() / "training_data"),
+    env = {**prepared_roots(shared_folder(tmp_path_factory, "training_data")),
            "SF3D_RESULTS": str(tmp_path_factory.mktemp("killed_workers"))}
     log = Path(env["SF3D_RESULTS"]) / DATASET / "SegFormer3D__3d_fullres" / "fold_all" / "training_log.txt"
     process = _start(train_command("all", "--num-workers", "2", "--epochs", "1000", "--iterations-per-epoch", "4"),

@@ -14,6 +14,7 @@ import torch
 
 from segformer3d_auto.atomic import read_json
 from segformer3d_auto.model_folder import FINAL, LATEST, fold_folder, model_folder_for
+from tests.shared_data import shared_folder
 from tests.training.data import DATASET, prepared_roots, run, train_command, trained_fold0
 
 # measured on this dataset: an untrained network scores 0.07-0.12 mean foreground Dice (three seeds); fold 0
@@ -22,7 +23,7 @@ LEARNING_MARGIN = 0.4
 
 
 def test_training_learns_and_writes_the_model_folder(tmp_path_factory, monkeypatch):
-    base = tmp_path_factory.getbasetemp() / "training_data"
+    base = shared_folder(tmp_path_factory, "training_data")
     env, model_folder = trained_fold0(base)
     fold = model_folder / "fold_0"
     for name in ("plans.json", "dataset.json", "dataset_fingerprint.json"):
@@ -50,7 +51,7 @@ def test_training_learns_and_writes_the_model_folder(tmp_path_factory, monkeypat
 
 
 def test_sigkill_then_continue_finishes_like_an_uninterrupted_run(tmp_path_factory):
-    base = tmp_path_factory.getbasetemp() / "training_data"
+    base = shared_folder(tmp_path_factory, "training_data")
     env = prepared_roots(base)
     options = ["--epochs", "4", "--iterations-per-epoch", "3", "--save-every", "1", "--warmup-epochs", "2"]
     env_killed = {**env, "SF3D_RESULTS": str(tmp_path_factory.mktemp("killed"))}
@@ -82,7 +83,7 @@ def test_sigkill_then_continue_finishes_like_an_uninterrupted_run(tmp_path_facto
 
 
 def test_torchrun_two_processes_write_one_set_of_files(tmp_path_factory):
-    env = {**prepared_roots(tmp_path_factory.getbasetemp() / "training_data"),
+    env = {**prepared_roots(shared_folder(tmp_path_factory, "training_data")),
            "SF3D_RESULTS": str(tmp_path_factory.mktemp("ddp"))}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                *train_command("all", "--epochs", "1", "--iterations-per-epoch", "2")[1:]]
@@ -103,7 +104,7 @@ def _error(result: subprocess.CompletedProcess) -> str:
 def test_bad_input_is_one_line_and_exit_2(tmp_path_factory, tmp_path, cli_main):
     from segformer3d_auto.cli.train import main
 
-    env = {**prepared_roots(tmp_path_factory.getbasetemp() / "training_data"), "SF3D_RESULTS": str(tmp_path / "r")}
+    env = {**prepared_roots(shared_folder(tmp_path_factory, "training_data")), "SF3D_RESULTS": str(tmp_path / "r")}
     # one real subprocess (the exit status the shell sees); the other cases call main() in this process
     assert "no Dataset777_*" in _error(run([sys.executable, "-m", "segformer3d_auto.cli.train", "777", "0"], env,
                                            check=False))
@@ -130,7 +131,7 @@ def _log_lines(fold: Path) -> list[str]:
 
 
 def test_time_budget_fixes_the_epochs_anneals_and_continue_keeps_the_rest(tmp_path_factory):
-    env = prepared_roots(tmp_path_factory.getbasetemp() / "training_data")
+    env = prepared_roots(shared_folder(tmp_path_factory, "training_data"))
     options = ["--iterations-per-epoch", "1", "--val-iterations", "1", "--save-every", "1"]
 
     # a budget spent before the first epoch ends binds on any machine: 1 epoch instead of the default maximum
@@ -179,7 +180,7 @@ def test_time_budget_fixes_the_epochs_anneals_and_continue_keeps_the_rest(tmp_pa
 
 
 def test_early_stopping_still_saves_validates_and_says_why(tmp_path_factory):
-    env = {**prepared_roots(tmp_path_factory.getbasetemp() / "training_data"),
+    env = {**prepared_roots(shared_folder(tmp_path_factory, "training_data")),
            "SF3D_RESULTS": str(tmp_path_factory.mktemp("early"))}
     fold = Path(env["SF3D_RESULTS"]) / DATASET / "SegFormer3D__3d_fullres" / "fold_0"
     # no pseudo-Dice batches: the moving average never gets a value, so nothing ever improves
@@ -197,9 +198,9 @@ def test_finetuning_from_another_dataset_adapts_channels_and_head(tmp_path_facto
     from tests.training.data import CT_DATASET, prepared_ct_roots
 
     # the shared region dataset is planned with the paper's network (7x7x7 first kernel, 4 channels)
-    _, source_folder = trained_fold0(tmp_path_factory.getbasetemp() / "training_data")
+    _, source_folder = trained_fold0(shared_folder(tmp_path_factory, "training_data"))
     pretrained = source_folder / "fold_0" / "checkpoint_final.pth"
-    env = {**prepared_ct_roots(tmp_path_factory.getbasetemp() / "ct_data"),
+    env = {**prepared_ct_roots(shared_folder(tmp_path_factory, "ct_data")),
            "SF3D_RESULTS": str(tmp_path_factory.mktemp("finetune"))}
     run(train_command("all", "--pretrained", str(pretrained), "--epochs", "1", "--iterations-per-epoch", "1",
                       "--freeze-encoder-epochs", "1", dataset="502"), env)

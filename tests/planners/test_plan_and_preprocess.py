@@ -18,6 +18,7 @@ import SimpleITK as sitk
 
 from segformer3d_auto.atomic import read_json, write_json
 from segformer3d_auto.dataset.synthetic import make_mri_regions_dataset, make_thin_dataset
+from tests.shared_data import shared_folder
 from tests.training.data import DATASET, PLAN_OPTIONS, plan_report, prepared_roots
 
 CLI = [sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess"]
@@ -64,7 +65,7 @@ def check_plans(preprocessed: Path, num_cases: int) -> dict:
 def planned_mri(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The session's Dataset501 (6 cases, 4 channels, 32^3, regions) planned and preprocessed by one
     ``sf3d_plan_and_preprocess -np 2`` run that the training tests share (tests/training/data.py): read only."""
-    base = tmp_path_factory.getbasetemp() / "training_data"
+    base = shared_folder(tmp_path_factory, "training_data")
     env = prepared_roots(base)
     return {"raw": Path(env["SF3D_RAW"]), "out": Path(env["SF3D_PREPROCESSED"]) / DATASET,
             "stdout": plan_report(base, DATASET).read_text()}

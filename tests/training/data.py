@@ -1,6 +1,7 @@
-"""A small generated region dataset, planned and preprocessed once per test session by the real
+"""A small generated region dataset, planned and preprocessed once per test run by the real
 ``sf3d_plan_and_preprocess``, shared by the planner, training and CLI tests (read only: a test that changes it
-works on a copy)."""
+works on a copy). Callers pass ``shared_folder(tmp_path_factory, ...)`` as the base, so the xdist workers of a run
+build it once between them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from segformer3d_auto.dataset.synthetic import make_ct_dataset, make_mri_regions_dataset
+from tests.shared_data import exclusive
 
 DATASET = "Dataset501_SyntheticBraTS"
 _CACHE: dict[Path, dict[str, str]] = {}
@@ -30,16 +32,17 @@ def _prepared(base: Path, dataset: str, make: Callable[[Path], Path]) -> dict[st
     if base in _CACHE:
         return dict(_CACHE[base])
     env = {"SF3D_RAW": str(base / "raw"), "SF3D_PREPROCESSED": str(base / "preprocessed")}
-    if not (base / "preprocessed" / dataset / "splits_final.json").is_file():
-        make(base / "raw")
-        dataset_id = dataset.split("_")[0].removeprefix("Dataset")
-        # two pool workers: the path users run (the planner tests check this run's output and its report). The
-        # paper's network whatever the ceilings: the cheapest to train in the many tests that share this dataset,
-        # and the one the fine-tuning test adapts (the finer candidates are planned and built in
-        # tests/planners/test_output_resolution.py and tests/model)
-        result = run([sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess", "-d", dataset_id, "-np", "2",
-                      *PLAN_OPTIONS], env)
-        plan_report(base, dataset).write_text(result.stdout)
+    with exclusive(base, dataset):  # the first xdist worker builds it, the others wait and reuse it
+        if not plan_report(base, dataset).is_file():
+            make(base / "raw")
+            dataset_id = dataset.split("_")[0].removeprefix("Dataset")
+            # two pool workers: the path users run (the planner tests check this run's output and its report). The
+            # paper's network whatever the ceilings: the cheapest to train in the many tests that share this
+            # dataset, and the one the fine-tuning test adapts (the finer candidates are planned and built in
+            # tests/planners/test_output_resolution.py and tests/model)
+            result = run([sys.executable, "-m", "segformer3d_auto.cli.plan_and_preprocess", "-d", dataset_id,
+                          "-np", "2", *PLAN_OPTIONS], env)
+            plan_report(base, dataset).write_text(result.stdout)  # written last: the marker that the build is done
     _CACHE[base] = env
     return dict(env)
 
@@ -75,10 +78,11 @@ def trained_fold0(base: Path) -> tuple[dict[str, str], Path]:
     env = prepared_roots(base)
     env["SF3D_RESULTS"] = str(base / "results")
     model_folder = base / "results" / DATASET / "SegFormer3D__3d_fullres"
-    if not (model_folder / "fold_0" / "validation" / "summary.json").is_file():
-        # one augmentation worker per loader: the multi-process path users run
-        run(train_command("0", "--epochs", "8", "--iterations-per-epoch", "10", "--warmup-epochs", "1",
-                          "--seed", "1", "--num-workers", "1"), env)
+    with exclusive(base, "fold_0"):
+        if not (model_folder / "fold_0" / "validation" / "summary.json").is_file():
+            # one augmentation worker per loader: the multi-process path users run
+            run(train_command("0", "--epochs", "8", "--iterations-per-epoch", "10", "--warmup-epochs", "1",
+                              "--seed", "1", "--num-workers", "1"), env)
     return env, model_folder
 
 

@@ -3,11 +3,12 @@ from __future__ import annotations
 import numpy as np
 
 from segformer3d_auto.training.data_loader import PatchLoader, PreprocessedCases
+from tests.shared_data import shared_folder
 from tests.training.data import DATASET, prepared_roots
 
 
 def test_loader_batches_and_foreground_oversampling(tmp_path_factory):
-    env = prepared_roots(tmp_path_factory.getbasetemp() / "training_data")
+    env = prepared_roots(shared_folder(tmp_path_factory, "training_data"))
     folder = f"{env['SF3D_PREPROCESSED']}/{DATASET}/3d_fullres"
     ids = sorted(p.split("/")[-1][:-5] for p in map(str, __import__("pathlib").Path(folder).glob("*.json")))
     cases = PreprocessedCases(folder, ids)

@@ -15,6 +15,7 @@ import torch
 
 from segformer3d_auto.errors import InputError
 from segformer3d_auto.training.experiment_loggers import COLOURS, check_loggers, overlay
+from tests.shared_data import shared_folder
 from tests.training.data import DATASET, prepared_roots, run, train_command
 
 
@@ -60,7 +61,7 @@ def _wandb_records(path: Path) -> list[bytes]:
 
 
 def test_tensorboard_mlflow_and_wandb_receive_the_training_curves(tmp_path_factory):
-    env = {**prepared_roots(tmp_path_factory.getbasetemp() / "training_data"),
+    env = {**prepared_roots(shared_folder(tmp_path_factory, "training_data")),
            "SF3D_RESULTS": str(tmp_path_factory.mktemp("loggers"))}
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MLFLOW_"))}
     command = train_command("all", "--epochs", "2", "--iterations-per-epoch", "1", "--save-every", "1",
@@ -118,7 +119,7 @@ def test_tensorboard_mlflow_and_wandb_receive_the_training_curves(tmp_path_facto
 
 
 def test_unknown_logger_on_the_command_line_is_one_line_and_exit_2(tmp_path_factory, tmp_path):
-    env = {**prepared_roots(tmp_path_factory.getbasetemp() / "training_data"), "SF3D_RESULTS": str(tmp_path)}
+    env = {**prepared_roots(shared_folder(tmp_path_factory, "training_data")), "SF3D_RESULTS": str(tmp_path)}
     result = run(train_command("all", "--logger", "tensorboard,comet"), env, check=False)
     assert result.returncode == 2 and "--logger comet" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not any(tmp_path.iterdir())

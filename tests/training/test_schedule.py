@@ -5,6 +5,7 @@ import pytest
 from segformer3d_auto.training.config import FOLD_ALL, TrainConfig
 from segformer3d_auto.training.schedule import effective_warmup, learning_rate, next_learning_rate
 from segformer3d_auto.training.trainer import Trainer
+from tests.shared_data import shared_folder
 from tests.training.data import DATASET, prepared_roots
 
 
@@ -80,7 +81,7 @@ def test_a_longer_plan_slows_the_decay_without_the_rate_rising_again():
 
 
 def test_a_resumed_run_continues_the_schedule_where_it_stopped(tmp_path_factory, tmp_path, monkeypatch):
-    for key, value in {**prepared_roots(tmp_path_factory.getbasetemp() / "training_data"),
+    for key, value in {**prepared_roots(shared_folder(tmp_path_factory, "training_data")),
                        "SF3D_RESULTS": str(tmp_path)}.items():
         monkeypatch.setenv(key, value)
     config = TrainConfig(dataset_name=DATASET, fold=FOLD_ALL, epochs=2, iterations_per_epoch=1, val_iterations=0,

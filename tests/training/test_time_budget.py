@@ -12,6 +12,7 @@ from segformer3d_auto.training.time_budget import (
     recent_median,
     validation_forward_passes,
 )
+from tests.shared_data import shared_folder
 
 
 class FakeClock:
@@ -179,7 +180,7 @@ def test_trainer_refits_the_rate_when_its_budget_replans(tmp_path_factory, tmp_p
     from segformer3d_auto.training.trainer import Trainer
     from tests.training.data import DATASET, prepared_roots
 
-    for key, value in {**prepared_roots(tmp_path_factory.getbasetemp() / "training_data"),
+    for key, value in {**prepared_roots(shared_folder(tmp_path_factory, "training_data")),
                        "SF3D_RESULTS": str(tmp_path)}.items():
         monkeypatch.setenv(key, value)
     config = TrainConfig(dataset_name=DATASET, fold=FOLD_ALL, epochs=1000, iterations_per_epoch=1, val_iterations=0,
