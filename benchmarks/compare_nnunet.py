@@ -9,10 +9,11 @@ measures, for both pipelines:
 - plan and preprocess: wall time and peak RSS of the whole command tree (same ``-np``);
 - training: iterations/s and voxels/s at each one's planned patch and batch (median epoch time of the budget run,
   first epoch left out; an epoch is the training iterations plus one validation batch);
-- accuracy at an equal wall-clock budget: a 2-epoch warm-up run gives each pipeline's seconds per epoch and the
-  rest of a run's cost (start-up, final validation), then fold 0 trains from scratch for as many epochs as fit
-  ``--budget-minutes`` with that overhead included (nnU-Net through a trainer subclass
-  that this script writes into its environment, ``nnUNetTrainer_SF3DBudget``); both predict the held-out
+- accuracy at an equal wall-clock budget: fold 0 trains from scratch within ``--budget-minutes``, start-up and
+  final validation included. Ours with ``sf3d_train --time-budget``, which fits the epochs to the budget as it
+  goes (what a user runs); nnU-Net, which has no such option, for as many epochs as fit after a 2-epoch warm-up
+  run that gives its seconds per epoch and the rest of a run's cost (through a trainer subclass that this script
+  writes into its environment, ``nnUNetTrainer_SF3DBudget``). Both predict the held-out
   ``imagesTs`` and both are scored against ``labelsTs`` by our ``sf3d_evaluate`` (same metric code): Dice per
   class or region and the mean;
 - prediction: per-case wall time (the command's wall time over the case count, start-up included) and peak RSS,
@@ -20,7 +21,7 @@ measures, for both pipelines:
 - model size: parameters and forward FLOPs per patch (both counted with torch's FlopCounterMode on the meta
   device; nnU-Net's network without deep supervision, as it predicts).
 
-Everything runs on the CPU. Run it on an otherwise idle machine: the epochs are fixed from the warm-up, so work
+Everything runs on the CPU. Run it on an otherwise idle machine: nnU-Net's epochs are fixed from the warm-up, so work
 that starts later stretches the budget run (measured: one epoch went from 1.8 s to 40-60 s when a test suite
 started beside it on 2 cores), and the load average printed with the table shows such contention.
 The printed table is markdown, ready for docs/benchmarks.md; ``results.json`` in the work folder keeps the raw numbers.
@@ -128,16 +129,22 @@ def run_dataset(kind: str, args: argparse.Namespace, work_root: Path) -> dict:
         r["parameters"], r["flops"] = side.model_size(name)
         out[side.name] = r
     for side in sides:
-        log(f"{kind}: {side.name} warm-up, {WARMUP_EPOCHS} epochs x {args.iterations_per_epoch} iterations")
-        warm = side.train(name, WARMUP_EPOCHS, args.iterations_per_epoch, VAL_ITERATIONS)
-        # what a run costs besides its epochs (start-up, data loading, final validation) comes out of the budget
-        overhead = max(warm.seconds - sum(warm.epoch_times), 0.0)
-        epochs = max(1, math.floor((args.budget_minutes * 60 - overhead) / warm.steady_epoch_seconds))
-        log(f"{kind}: {side.name} {warm.steady_epoch_seconds:.1f} s/epoch + {overhead:.0f} s overhead "
-            f"-> training {epochs} epochs")
-        run = side.train(name, epochs, args.iterations_per_epoch, VAL_ITERATIONS)
         r = out[side.name]
-        r["warmup_epoch_seconds"] = warm.steady_epoch_seconds
+        if isinstance(side, Sf3dSide):
+            # ours fits its epochs to the budget itself, as a user's run would (sf3d_train --time-budget)
+            log(f"{kind}: {side.name} training with --time-budget {args.budget_minutes * 60:g}")
+            run = side.train(name, 0, args.iterations_per_epoch, VAL_ITERATIONS,
+                             budget_seconds=args.budget_minutes * 60)
+        else:
+            log(f"{kind}: {side.name} warm-up, {WARMUP_EPOCHS} epochs x {args.iterations_per_epoch} iterations")
+            warm = side.train(name, WARMUP_EPOCHS, args.iterations_per_epoch, VAL_ITERATIONS)
+            # what a run costs besides its epochs (start-up, data loading, final validation) comes out of the budget
+            overhead = max(warm.seconds - sum(warm.epoch_times), 0.0)
+            epochs = max(1, math.floor((args.budget_minutes * 60 - overhead) / warm.steady_epoch_seconds))
+            log(f"{kind}: {side.name} {warm.steady_epoch_seconds:.1f} s/epoch + {overhead:.0f} s overhead "
+                f"-> training {epochs} epochs")
+            run = side.train(name, epochs, args.iterations_per_epoch, VAL_ITERATIONS)
+            r["warmup_epoch_seconds"] = warm.steady_epoch_seconds
         r["train"] = {**dataclasses.asdict(run), "steady_epoch_seconds": run.steady_epoch_seconds}
         r["it_per_s"] = run.iterations / run.steady_epoch_seconds
         r["voxels_per_s"] = r["it_per_s"] * r["batch"] * math.prod(r["patch"])

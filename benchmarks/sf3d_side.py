@@ -108,20 +108,26 @@ class Sf3dSide:
     def _fold_dir(self, dataset_name: str) -> Path:
         return fold_folder(model_folder_for(dataset_name, root=self.work / "sf3d_results"), 0)
 
-    def train(self, dataset_name: str, epochs: int, iterations: int, val_iterations: int) -> TrainRun:
+    def train(self, dataset_name: str, epochs: int, iterations: int, val_iterations: int,
+              budget_seconds: float | None = None) -> TrainRun:
         """``sf3d_train ID 0`` from scratch on CPU (its final validation included, like nnU-Net's).
 
-        The linear warm-up keeps the default's share of the run (10 of 250 epochs), at least one epoch.
+        With ``budget_seconds`` the trainer fits the number of epochs to the budget itself (``--time-budget``,
+        what a user runs; the default warm-up rule) and ``epochs`` is ignored. Without it, ``epochs`` epochs with a
+        linear warm-up of the default's share of the run (10 of 250 epochs), at least one epoch.
         """
         shutil.rmtree(self._fold_dir(dataset_name), ignore_errors=True)
-        warmup = max(1, round(epochs * 10 / 250))
-        cmd = self._cli("train", dataset_name, "0", "--epochs", str(epochs), "--iterations-per-epoch",
-                        str(iterations), "--val-iterations", str(val_iterations), "--warmup-epochs", str(warmup),
-                        "--device", "cpu", "--num-workers", str(self.num_workers), "--no-progress")
+        if budget_seconds is not None:
+            length = ["--time-budget", f"{budget_seconds:g}"]
+        else:
+            length = ["--epochs", str(epochs), "--warmup-epochs", str(max(1, round(epochs * 10 / 250)))]
+        cmd = self._cli("train", dataset_name, "0", *length, "--iterations-per-epoch", str(iterations),
+                        "--val-iterations", str(val_iterations), "--device", "cpu", "--num-workers",
+                        str(self.num_workers), "--no-progress")
         seconds, peak = check(run_measured(cmd, env=self.env), "sf3d_train")
         log = self._fold_dir(dataset_name) / "training_log.txt"
         times = [float(m.group(1)) for m in EPOCH_LINE.finditer(log.read_text())] if log.exists() else []
-        return TrainRun(seconds, peak, epochs, iterations, times)
+        return TrainRun(seconds, peak, len(times) if budget_seconds is not None else epochs, iterations, times)
 
     def predict(self, dataset_name: str, images: Path, output: Path, tta: bool) -> Measured:
         """``sf3d_predict`` of fold 0 on CPU, measured; with or without mirroring."""
