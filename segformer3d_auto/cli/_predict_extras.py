@@ -104,15 +104,9 @@ def finish(args: argparse.Namespace, predictor: Any, session: Session) -> None:
         print(f"wrote DICOM SEG files to {output}")
     if session.quality is not None:
         report = session.quality.write()
-        page: Any = "no report.html (matplotlib is not installed)"
-        try:
-            import matplotlib  # noqa: F401  (absent in the torch-free runtime of a model zip)
-        except ImportError:
-            pass
-        else:
-            from segformer3d_auto.inference.report_html import write_prediction_report
+        from segformer3d_auto.inference.report_html import write_prediction_report  # numpy only: also torch-free
 
-            page = write_prediction_report(report)
+        page = write_prediction_report(report)
         flagged = sum(c["flagged"] for c in session.quality.cases.values())
         print(f"quality report: {flagged} of {len(session.quality.cases)} case(s) flagged -> {report}, {page}",
               file=sys.stderr if flagged else sys.stdout)

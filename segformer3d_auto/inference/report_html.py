@@ -4,14 +4,12 @@ The prediction page lists the flagged cases first with their reasons, then every
 image with the prediction, and the entropy map where it was saved), its predicted volumes per class against the
 training range, and the fold disagreement. The evaluation page (beside ``summary.json``) lists Dice and HD95 per
 case and class, worst case first, with reference and prediction side by side for the worst cases.
-Pictures are PNGs drawn with matplotlib and embedded as base64 ``data:`` URIs.
+Pictures are PNGs drawn with numpy (``report_pictures.py``) and embedded as base64 ``data:`` URIs.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,60 +18,49 @@ from typing import Any
 import numpy as np
 
 from segformer3d_auto.atomic import atomic_path, read_json
+from segformer3d_auto.evaluation.overlays import slices_with_most_foreground
+from segformer3d_auto.inference.report_pictures import grey, heat, mosaic, png_data_uri, with_labels
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}h1{font-size:1.4em}h2{font-size:1.15em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.4em 0}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
 th{background:#f0f0f0}td.l,th.l{text-align:left}.flag{background:#fde2e2}.ok{background:#e6f4e6}
 .case{border:1px solid #ddd;padding:.6em;margin:.8em 0}.case.flagged{border:2px solid #c33}
-ul.reasons{color:#a00;margin:.3em 0}img{max-width:100%}"""
+ul.reasons{color:#a00;margin:.3em 0}img{max-width:100%;image-rendering:pixelated}figure{margin:.4em 0}
+figcaption{font-size:.85em;color:#555}"""
 MAX_EVALUATION_PICTURES = 6
 
 
-def png_data_uri(figure: Any) -> str:
-    """A matplotlib figure as a ``data:image/png;base64,...`` URI (the figure is closed)."""
-    import matplotlib.pyplot as plt
+def overlay_picture(image: np.ndarray, seg: np.ndarray, entropy: np.ndarray | None,
+                    second: np.ndarray | None = None, names: Sequence[str] = ("image", "prediction")
+                    ) -> tuple[np.ndarray, str]:
+    """Three slices (most foreground) in rows: image, image + labels, and the entropy map or a second label map.
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=70)
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def overlay_figure(image: np.ndarray, seg: np.ndarray, entropy: np.ndarray | None, title: str,
-                   second: np.ndarray | None = None, names: Sequence[str] = ("image", "prediction")) -> Any:
-    """Three slices (most foreground) in rows: image, image + labels, and the entropy map or a second label map."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from segformer3d_auto.evaluation.overlays import slices_with_most_foreground
-
+    Returns the picture (uint8 RGB) and a caption naming its columns and slices.
+    """
     slices = slices_with_most_foreground(seg if second is None or seg.any() else second)
     columns = [names[0], names[1]] + (["entropy"] if entropy is not None else []) + \
         (["prediction"] if second is not None else [])
     low, high = np.percentile(image, [1, 99]) if image.size else (0.0, 1.0)
-    top = int(max(seg.max(), 0 if second is None else second.max(), 2))
     label_for = {names[1]: seg, **({"prediction": second} if second is not None else {})}
-    fig, axes = plt.subplots(len(slices), len(columns), figsize=(2.2 * len(columns), 2.2 * len(slices)),
-                             squeeze=False)
-    for row, z in enumerate(slices):
+    tiles = []
+    for z in slices:
+        row = []
         for col, name in enumerate(columns):
-            ax = axes[row][col]
             if name == "entropy":
-                ax.imshow(entropy[z], cmap="magma", vmin=0.0, vmax=1.0)
-            else:
-                ax.imshow(image[z], cmap="gray", vmin=low, vmax=high if high > low else low + 1)
-                labels = label_for.get(name) if col > 0 else None
-                if labels is not None:
-                    ax.imshow(np.ma.masked_equal(labels[z], 0), cmap="tab10", vmin=1, vmax=top, alpha=0.5,
-                              interpolation="nearest")
-            ax.set_axis_off()
-            if row == 0:
-                ax.set_title(name, fontsize=9)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+                row.append(heat(entropy[z]))
+                continue
+            tile = grey(image[z], float(low), float(high) if high > low else float(low) + 1.0)
+            labels = label_for.get(name) if col > 0 else None
+            row.append(with_labels(tile, labels[z]) if labels is not None else tile)
+        tiles.append(row)
+    caption = f"{' | '.join(columns)}; slices {', '.join(str(z) for z in slices)} along the first axis"
+    return mosaic(tiles), caption
+
+
+def _figure(alt: str, picture: tuple[np.ndarray, str], title: str = "") -> str:
+    rgb, caption = picture
+    return (f"<figure><img alt='{_e(alt)}' src='{png_data_uri(rgb)}'><figcaption>"
+            f"{_e(title + ': ' if title else '')}{_e(caption)}</figcaption></figure>")
 
 
 def write_prediction_report(report_file: str | Path) -> Path:
@@ -106,7 +93,7 @@ def write_prediction_report(report_file: str | Path) -> Path:
             entropy = None
             if case.get("entropy_map") and (folder / case["entropy_map"]).is_file():
                 entropy = read_images([folder / case["entropy_map"]])[0][0]
-            picture = f"<img alt='{_e(key)} slices' src='{png_data_uri(overlay_figure(image[0], seg, entropy, key))}'>"
+            picture = _figure(f"{key} slices", overlay_picture(image[0], seg, entropy))
         dice = case["prediction"].get("fold_dice", {})
         dice_table = ("<table><tr><th class=l>fold agreement</th>" + "".join(f"<th>{_e(n)}</th>" for n in dice) +
                       "</tr><tr><td class=l>mean pairwise Dice</td>" + "".join(
@@ -156,9 +143,9 @@ def write_evaluation_report(summary_file: str | Path, names: Mapping[str, str] |
             reference, _ = read_segmentation(reference_file)
             prediction, _ = read_segmentation(prediction_file)
             title = f"{prediction_file.name}: mean Dice {_num(score(entry), 3)}"
-            figure = overlay_figure(reference.astype(np.float32), reference, None, title, second=prediction,
-                                    names=("labels", "reference"))
-            parts.append(f"<img alt='{_e(prediction_file.name)}' src='{png_data_uri(figure)}'>")
+            picture = overlay_picture(reference.astype(np.float32), reference, None, second=prediction,
+                                      names=("labels", "reference"))
+            parts.append(_figure(prediction_file.name, picture, title))
     return _write_page("Evaluation report", parts, summary_file.with_name("report.html"))
 
 

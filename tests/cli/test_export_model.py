@@ -201,3 +201,5 @@ def test_prediction_runtime_without_torch(runtime_venv: Path, exported: dict, tm
     assert result.returncode == 0, result.stderr
     assert "backend onnxruntime" in result.stdout
     assert np.mean(_labels(out / "ct_000.nii.gz") == exported["reference"]) >= 0.999
+    page = (out / "report.html").read_text(encoding="utf-8")  # its pictures need numpy only, not matplotlib
+    assert "<img alt='ct_000 slices' src='data:image/png;base64," in page
