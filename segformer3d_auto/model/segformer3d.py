@@ -110,7 +110,11 @@ class AllMLPDecoder(nn.Module):
     concatenate deepest-first, 1x1x1 fuse convolution + BatchNorm + ReLU, dropout, 1x1x1 prediction, trilinear
     upsampling. Because a 1x1x1 convolution commutes with trilinear interpolation, each scale's slice of the fuse
     weight is applied at that scale's own (small) grid and only the fused maps are upsampled and summed; the
-    1024-channel concatenation is never built. In eval mode the BatchNorm is folded into the fuse weights.
+    1024-channel concatenation is never built. Scales that share a grid (a first stride of 2 leaves the three
+    deeper stages on one) are summed before their single upsampling, the sum is built out of place and the
+    prediction layer is a matrix product on the channels-last map: each avoids copying the 256-channel map at the
+    first stage's grid, which made a training step of the stride-2 network at 48^3 28% slower (and the paper's
+    network at 20x64x64 26% slower). In eval mode the BatchNorm is folded into the fuse weights.
 
     Args:
         in_dims: channels of the encoder features, first (finest) stage first.
@@ -139,21 +143,32 @@ class AllMLPDecoder(nn.Module):
         if not (self.fuse_bn.training or self.fuse_bn.running_mean is None):
             weight, bias = fold_batchnorm(weight, None, self.fuse_bn)
         target = tuple(features[0].shape[2:])
-        fused = None
+        # each scale's share of the fuse, in token layout; scales on the same grid (a finer first stride leaves
+        # the deeper stages on one grid) are summed before their one upsampling. A list, not a dict: while the
+        # network is traced for ONNX the sizes are tensors, which compare by value but hash by identity
+        groups: list[tuple[tuple, torch.Tensor]] = []
         for i, (feature, projection) in enumerate(zip(features, self.linear_c)):
-            grid = (feature.shape[2], feature.shape[3], feature.shape[4])
+            grid = tuple(feature.shape[2:])
             tokens = projection(feature.permute(0, 2, 3, 4, 1).reshape(feature.shape[0], -1, feature.shape[1]))
             # the folded BatchNorm shift rides along with the finest scale's matrix product
-            scale_weight = weight[:, self.num_scales - 1 - i]
-            part = tokens_to_volume(F.linear(tokens, scale_weight, bias if i == 0 else None), grid)
-            if grid != target:
-                part = F.interpolate(part, size=target, mode="trilinear", align_corners=False)
-            # in place: neither the matrix product nor the interpolation needs its output for the backward pass
-            fused = part if fused is None else fused.add_(part)
+            part = F.linear(tokens, weight[:, self.num_scales - 1 - i], bias if i == 0 else None)
+            same = next((k for k, (g, _) in enumerate(groups) if g == grid), None)
+            if same is None:
+                groups.append((grid, part))
+            else:
+                groups[same] = (grid, groups[same][1] + part)
+        fused = tokens_to_volume(groups[0][1], target)  # the finest scale is on the target grid
+        for grid, part in groups[1:]:
+            # out of place: adding into a view of the token tensor would make autograd copy it whole per scale
+            fused = fused + F.interpolate(tokens_to_volume(part, grid), size=target, mode="trilinear",
+                                          align_corners=False)
         if bias is None:
             fused = self.fuse_bn(fused)
         x = self.dropout(self.act(fused))
-        logits = F.conv3d(x, self.pred.weight, self.pred.bias).contiguous()
+        # the 1x1x1 prediction as a matrix product on the channels-last map: a 1x1x1 convolution would first copy
+        # the whole 256-channel map into the channels-first layout, forward and backward
+        logits = F.linear(x.permute(0, 2, 3, 4, 1), self.pred.weight.flatten(1), self.pred.bias)
+        logits = logits.permute(0, 4, 1, 2, 3).contiguous()
         if tuple(logits.shape[2:]) != tuple(output_size):
             logits = F.interpolate(logits, size=tuple(output_size), mode="trilinear", align_corners=False)
         return logits

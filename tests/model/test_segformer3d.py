@@ -143,3 +143,33 @@ def test_registry_variants() -> None:
     assert sizes[0] < sizes[1] < sizes[2]
     with pytest.raises(ValueError, match="known models: segformer3d_b0"):
         create_model("segformer3d_b9")
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_decoder_equals_the_official_concatenation_when_scales_share_a_grid(training: bool) -> None:
+    """The first-stride-2 topology leaves the three deeper stages on one grid, which the decoder sums before one
+    upsampling; the official head upsamples every scale, concatenates (deepest first) and fuses. Float64."""
+    torch.manual_seed(0)
+    kwargs = {"in_channels": 1, "num_classes": 3, "patch_stride": [2, 4, 1, 1], "patch_kernel_size": [3, 7, 3, 3],
+              "patch_padding": [1, 3, 1, 1], "sr_ratios": [8, 2, 1, 1]}
+    model = create_model("segformer3d_b0", **kwargs).double().train(training)
+    head = model.decode_head
+    with torch.no_grad():  # running statistics that eval mode folds into the fuse
+        head.fuse_bn.running_mean.uniform_(-0.5, 0.5)
+        head.fuse_bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(2, 1, 32, 32, 32, dtype=torch.float64)
+    features = model.forward_features(x)
+    assert [tuple(f.shape[2:]) for f in features] == [(16, 16, 16)] + [(4, 4, 4)] * 3
+    upsampled = []
+    for feature, projection in zip(features, head.linear_c):
+        b, c, *grid = feature.shape
+        tokens = projection(feature.flatten(2).transpose(1, 2))
+        volume = tokens.transpose(1, 2).reshape(b, -1, *grid)
+        upsampled.append(torch.nn.functional.interpolate(volume, size=(16, 16, 16), mode="trilinear",
+                                                         align_corners=False))
+    fused = torch.relu(head.fuse_bn(head.fuse(torch.cat(upsampled[::-1], dim=1))))
+    expected = torch.nn.functional.interpolate(head.pred(fused), size=(32, 32, 32), mode="trilinear",
+                                               align_corners=False)
+    got = head(features, (32, 32, 32))
+    assert got.shape == expected.shape
+    assert (got - expected).abs().max() <= 1e-9 * expected.abs().max()
