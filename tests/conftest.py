@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 import torch
 
 from segformer3d_auto.dataset.synthetic import make_ct_dataset, make_mri_regions_dataset, make_msd_task
-from tests.shared_data import built_once, shared_folder
+from tests.shared_data import built_once, load_process, save_process, shared_folder
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -133,8 +132,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
              "--epochs", "1", "--iterations-per-epoch", "2"],
             capture_output=True, text=True, timeout=600,
         )
-        (folder / "result.json").write_text(json.dumps([result.args, result.returncode, result.stdout, result.stderr]))
+        save_process(result, folder / "result.json")
 
     folder = built_once(shared_folder(tmp_path_factory, "demo_run"), run_demo)
-    result = subprocess.CompletedProcess(*json.loads((folder / "result.json").read_text()))
-    return {"out": folder / "demo", "result": result}
+    return {"out": folder / "demo", "result": load_process(folder / "result.json")}

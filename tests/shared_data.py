@@ -8,8 +8,10 @@ Without xdist the folder is the run's own temporary root, as before.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -50,3 +52,13 @@ def built_once(folder: Path, build: Callable[[Path], None]) -> Path:
             build(folder)
             done.touch()
     return folder
+
+
+def save_process(result: subprocess.CompletedProcess, path: Path) -> None:
+    """Keep a finished command (arguments, exit status, stdout, stderr) for the workers that did not run it."""
+    path.write_text(json.dumps([result.args, result.returncode, result.stdout, result.stderr]))
+
+
+def load_process(path: Path) -> subprocess.CompletedProcess:
+    """The command that :func:`save_process` kept."""
+    return subprocess.CompletedProcess(*json.loads(path.read_text()))

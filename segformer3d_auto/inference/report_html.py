@@ -44,14 +44,14 @@ def overlay_picture(image: np.ndarray, seg: np.ndarray, entropy: np.ndarray | No
     label_for = {names[1]: seg, **({"prediction": second} if second is not None else {})}
     tiles = []
     for z in slices:
+        base = grey(image[z], float(low), float(high) if high > low else float(low) + 1.0)
         row = []
         for col, name in enumerate(columns):
+            labels = label_for.get(name) if col > 0 else None
             if name == "entropy":
                 row.append(heat(entropy[z]))
-                continue
-            tile = grey(image[z], float(low), float(high) if high > low else float(low) + 1.0)
-            labels = label_for.get(name) if col > 0 else None
-            row.append(with_labels(tile, labels[z]) if labels is not None else tile)
+            else:
+                row.append(with_labels(base, labels[z]) if labels is not None else base)
         tiles.append(row)
     caption = f"{' | '.join(columns)}; slices {', '.join(str(z) for z in slices)} along the first axis"
     return mosaic(tiles), caption

@@ -144,19 +144,19 @@ class AllMLPDecoder(nn.Module):
             weight, bias = fold_batchnorm(weight, None, self.fuse_bn)
         target = tuple(features[0].shape[2:])
         # each scale's share of the fuse, in token layout; scales on the same grid (a finer first stride leaves
-        # the deeper stages on one grid) are summed before their one upsampling. A list, not a dict: while the
-        # network is traced for ONNX the sizes are tensors, which compare by value but hash by identity
+        # the deeper stages on one grid) are summed before their one upsampling. Grids only shrink with depth, so
+        # equal ones are neighbours. A list, not a dict: while the network is traced for ONNX the sizes are
+        # tensors, which compare by value but hash by identity
         groups: list[tuple[tuple, torch.Tensor]] = []
         for i, (feature, projection) in enumerate(zip(features, self.linear_c)):
             grid = tuple(feature.shape[2:])
             tokens = projection(feature.permute(0, 2, 3, 4, 1).reshape(feature.shape[0], -1, feature.shape[1]))
             # the folded BatchNorm shift rides along with the finest scale's matrix product
             part = F.linear(tokens, weight[:, self.num_scales - 1 - i], bias if i == 0 else None)
-            same = next((k for k, (g, _) in enumerate(groups) if g == grid), None)
-            if same is None:
-                groups.append((grid, part))
+            if groups and groups[-1][0] == grid:
+                groups[-1] = (grid, groups[-1][1] + part)
             else:
-                groups[same] = (grid, groups[same][1] + part)
+                groups.append((grid, part))
         fused = tokens_to_volume(groups[0][1], target)  # the finest scale is on the target grid
         for grid, part in groups[1:]:
             # out of place: adding into a view of the token tensor would make autograd copy it whole per scale

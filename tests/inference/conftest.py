@@ -3,7 +3,6 @@ CT inputs (a model with a calibrated quality reference), made once per test run.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import pytest
 from segformer3d_auto.dataset import phantoms
 from segformer3d_auto.dataset.image_io import read_images, write_image
 from tests.inference.quality_models import model_with_reference
-from tests.shared_data import built_once, shared_folder
+from tests.shared_data import built_once, load_process, save_process, shared_folder
 
 CT_WRONG = {"mr_into_ct": "an MR image (FLAIR) in the CT geometry",
             "spacing_x4": "the spacing header times 4 (on a crop of a quarter per axis: the same physical extent)",
@@ -33,8 +32,8 @@ def ct_quality_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """3 normal CT test cases and 3 wrong ones predicted with ``--save-uncertainty``, once per test run (shared by
     the xdist workers)."""
     base = built_once(shared_folder(tmp_path_factory, "ct_quality"), _predict_normal_and_wrong_inputs)
-    result = subprocess.CompletedProcess(*json.loads((base / "result.json").read_text()))
-    return {"out": base / "out", "result": result, "inputs": base / "inputs", "model": base / "model"}
+    return {"out": base / "out", "result": load_process(base / "result.json"), "inputs": base / "inputs",
+            "model": base / "model"}
 
 
 def _predict_normal_and_wrong_inputs(base: Path) -> None:
@@ -52,4 +51,4 @@ def _predict_normal_and_wrong_inputs(base: Path) -> None:
     write_image(image[0] * 1000.0, props, inputs / "intensity_x1000_0000.nii.gz")
     result = run_predict("-i", str(inputs), "-o", str(base / "out"), "-m", str(made["model"]), "--save-uncertainty")
     assert result.returncode == 0, result.stderr
-    (base / "result.json").write_text(json.dumps([result.args, result.returncode, result.stdout, result.stderr]))
+    save_process(result, base / "result.json")
