@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segformer3d_auto.model.depthwise import depthwise_conv3x3x3
+
 Grid = tuple[int, int, int]
 AttentionFunction = Callable[..., torch.Tensor]
 
@@ -210,7 +212,7 @@ class MixFFN(nn.Module):
         """Transform ``(B, N, C)`` tokens laid out on ``grid``."""
         volume = tokens_to_volume(self.fc1(x), grid)
         if self.bn.training or self.bn.running_mean is None:
-            volume = self.bn(self.dwconv(volume))
+            volume = self.bn(depthwise_conv3x3x3(volume, self.dwconv.weight, self.dwconv.bias))
         else:
             weight, bias = fold_batchnorm(self.dwconv.weight, self.dwconv.bias, self.bn)
             volume = F.conv3d(volume, weight, bias, padding=1, groups=self.dwconv.groups)
