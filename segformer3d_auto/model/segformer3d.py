@@ -102,6 +102,32 @@ class MLPProjection(nn.Module):
         """Project ``(B, N, in_dim)`` tokens to ``(B, N, embed_dim)``."""
         return self.norm(self.proj(x))
 
+    def forward_then_linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """``F.linear(self(x), weight, bias)`` without building the ``embed_dim``-wide projection.
+
+        LayerNorm after a Linear is linear in ``x`` but for one scale per token: the centred projection is
+        ``x Pc^T + bc`` (``Pc``, ``bc``: the Linear with its mean over output channels removed), its variance a
+        quadratic form of ``x`` with an ``in_dim x in_dim`` matrix. So the Linear, the LayerNorm's affine and
+        ``weight`` fold into one ``(out, in_dim + 2)`` matrix applied to ``[x * s, s, 1]``, ``s`` the per-token
+        inverse standard deviation. At the first stage's grid (32 channels in, 256 out) that replaces two
+        256-wide matrix products and a LayerNorm by one 34-wide product. One thread, stride-2 network at 48^3,
+        interleaved: inference forward 143 -> 102 ms, training step (batch 2) 650 -> 564 ms; the paper's network
+        5-6% faster. Exact up to rounding (a float64 test against the three layers).
+        """
+        p, b = self.proj.weight, self.proj.bias
+        p_centred = p - p.mean(0, keepdim=True)
+        b_centred = b - b.mean()
+        width = p.shape[0]
+        scaled = weight * self.norm.weight  # weight @ diag(gamma)
+        shift = weight @ self.norm.bias if bias is None else torch.addmv(bias, weight, self.norm.bias)
+        folded = torch.cat([scaled @ p_centred, (scaled @ b_centred)[:, None], shift[:, None]], 1)
+        # variance over the projection's channels: (x G x^T + 2 x Pc^T bc + bc . bc) / width
+        gram = p_centred.t() @ p_centred / width
+        cross = p_centred.t() @ b_centred * (2.0 / width)
+        variance = ((x @ gram + cross) * x).sum(-1, keepdim=True) + b_centred.dot(b_centred) / width
+        inv_std = torch.rsqrt(variance.clamp_min(0.0) + self.norm.eps)
+        return F.linear(torch.cat([x * inv_std, inv_std, torch.ones_like(inv_std)], -1), folded)
+
 
 class AllMLPDecoder(nn.Module):
     """The all-MLP decoder: project every scale, fuse, predict, upsample to the input size.
@@ -110,11 +136,13 @@ class AllMLPDecoder(nn.Module):
     concatenate deepest-first, 1x1x1 fuse convolution + BatchNorm + ReLU, dropout, 1x1x1 prediction, trilinear
     upsampling. Because a 1x1x1 convolution commutes with trilinear interpolation, each scale's slice of the fuse
     weight is applied at that scale's own (small) grid and only the fused maps are upsampled and summed; the
-    1024-channel concatenation is never built. Scales that share a grid (a first stride of 2 leaves the three
-    deeper stages on one) are summed before their single upsampling, the sum is built out of place and the
-    prediction layer is a matrix product on the channels-last map: each avoids copying the 256-channel map at the
-    first stage's grid, which made a training step of the stride-2 network at 48^3 28% slower (and the paper's
-    network at 20x64x64 26% slower). In eval mode the BatchNorm is folded into the fuse weights.
+    1024-channel concatenation is never built, and each scale's projection is folded into its slice
+    (:meth:`MLPProjection.forward_then_linear`), so the 256-channel projection is never built either. Scales
+    that share a grid (a first stride of 2 leaves the three deeper stages on one) are summed before their single
+    upsampling, the sum is built out of place and the prediction layer is a matrix product on the channels-last
+    map: each avoids copying the 256-channel map at the first stage's grid, which made a training step of the
+    stride-2 network at 48^3 28% slower (and the paper's network at 20x64x64 26% slower). In eval mode the
+    BatchNorm is folded into the fuse weights.
 
     Args:
         in_dims: channels of the encoder features, first (finest) stage first.
@@ -150,9 +178,9 @@ class AllMLPDecoder(nn.Module):
         groups: list[tuple[tuple, torch.Tensor]] = []
         for i, (feature, projection) in enumerate(zip(features, self.linear_c)):
             grid = tuple(feature.shape[2:])
-            tokens = projection(feature.permute(0, 2, 3, 4, 1).reshape(feature.shape[0], -1, feature.shape[1]))
+            tokens = feature.permute(0, 2, 3, 4, 1).reshape(feature.shape[0], -1, feature.shape[1])
             # the folded BatchNorm shift rides along with the finest scale's matrix product
-            part = F.linear(tokens, weight[:, self.num_scales - 1 - i], bias if i == 0 else None)
+            part = projection.forward_then_linear(tokens, weight[:, self.num_scales - 1 - i], bias if i == 0 else None)
             if groups and groups[-1][0] == grid:
                 groups[-1] = (grid, groups[-1][1] + part)
             else:

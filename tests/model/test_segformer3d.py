@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from segformer3d_auto.model import SegFormer3D, create_model
+from segformer3d_auto.model.segformer3d import MLPProjection
 
 ANISO = dict(
     patch_kernel_size=[(3, 7, 7), 3, 3, 3],
@@ -173,3 +174,26 @@ def test_decoder_equals_the_official_concatenation_when_scales_share_a_grid(trai
     got = head(features, (32, 32, 32))
     assert got.shape == expected.shape
     assert (got - expected).abs().max() <= 1e-9 * expected.abs().max()
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_projection_folded_into_the_next_linear_equals_the_two_steps(with_bias: bool) -> None:
+    """Linear + LayerNorm + Linear as one folded product (the decoder's path), against the three layers, float64.
+    The projection's bias is far from zero, so the LayerNorm's centring and variance are not trivial."""
+    torch.manual_seed(0)
+    projection = MLPProjection(in_dim=32, embed_dim=64).double()
+    with torch.no_grad():
+        projection.proj.bias.normal_(3.0, 1.0)
+        projection.norm.weight.uniform_(0.5, 1.5)
+        projection.norm.bias.normal_(0.0, 0.5)
+    weight = torch.randn(16, 64, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(16, dtype=torch.float64, requires_grad=True) if with_bias else None
+    x = torch.randn(2, 50, 32, dtype=torch.float64)
+
+    expected = torch.nn.functional.linear(projection(x), weight, bias)
+    expected_grads = torch.autograd.grad(expected.square().sum(), [weight, *projection.parameters()])
+    got = projection.forward_then_linear(x, weight, bias)
+    grads = torch.autograd.grad(got.square().sum(), [weight, *projection.parameters()])
+    assert (got - expected).abs().max() <= 1e-10 * expected.abs().max()
+    for g, e in zip(grads, expected_grads):
+        assert (g - e).abs().max() <= 1e-10 * e.abs().max()
