@@ -119,12 +119,12 @@ class MLPProjection(nn.Module):
         b_centred = b - b.mean()
         width = p.shape[0]
         scaled = weight * self.norm.weight  # weight @ diag(gamma)
-        shift = weight @ self.norm.bias if bias is None else torch.addmv(bias, weight, self.norm.bias)
+        shift = weight @ self.norm.bias if bias is None else weight @ self.norm.bias + bias  # (no addmv in ONNX)
         folded = torch.cat([scaled @ p_centred, (scaled @ b_centred)[:, None], shift[:, None]], 1)
         # variance over the projection's channels: (x G x^T + 2 x Pc^T bc + bc . bc) / width
         gram = p_centred.t() @ p_centred / width
         cross = p_centred.t() @ b_centred * (2.0 / width)
-        variance = ((x @ gram + cross) * x).sum(-1, keepdim=True) + b_centred.dot(b_centred) / width
+        variance = ((x @ gram + cross) * x).sum(-1, keepdim=True) + b_centred.square().sum() / width
         inv_std = torch.rsqrt(variance.clamp_min(0.0) + self.norm.eps)
         return F.linear(torch.cat([x * inv_std, inv_std, torch.ones_like(inv_std)], -1), folded)
 

@@ -34,7 +34,11 @@ def test_estimate_grows_with_patch_and_batch() -> None:
     assert small.total < larger_batch.total < larger_patch.total
     # activations scale with the voxels: 8x the voxels, about 8x the saved tensors
     assert 6 * small.activations < larger_patch.activations < 10 * small.activations
-    assert larger_batch.activations == pytest.approx(2 * small.activations, rel=0.05)
+    # per sample exactly linear, plus what does not depend on the batch (the decoder's folded weights), a few MB
+    six = estimate_training_memory("segformer3d_b0", kwargs, (32, 32, 32), 6)
+    per_two_samples = larger_batch.activations - small.activations
+    assert six.activations - larger_batch.activations == per_two_samples
+    assert 0 <= small.activations - per_two_samples < 4 * 1024**2
 
 
 def test_estimate_reports_gib_and_refuses_bad_input() -> None:
@@ -54,7 +58,8 @@ def test_scaling_to_a_batch_matches_counting_it() -> None:
     kwargs = dict(in_channels=2, num_classes=3)
     two = estimate_training_memory("segformer3d_b0", kwargs, (32, 32, 32), 2)
     six = estimate_training_memory("segformer3d_b0", kwargs, (32, 32, 32), 6)
-    assert two.rescaled(2, 6).total == pytest.approx(six.total, rel=0.02)
+    # an upper bound: the few MB that do not depend on the batch are scaled too
+    assert six.total <= two.rescaled(2, 6).total <= six.total + 2 * 4 * 1024**2
 
 
 def test_the_attention_override_is_scoped_to_one_model() -> None:
