@@ -11,6 +11,7 @@ for one image channel and three classes.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -40,5 +41,17 @@ class RefinementHead(nn.Module):
 
     def forward(self, image: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         """``logits`` (B, C, D, H, W, already at the image's size) plus a correction drawn from ``image``."""
-        features = self.fuse(torch.cat([self.stem(image), logits], 1))
-        return logits + self.pred(features)
+        # channels-last: oneDNN's 3x3x3 convolutions with a few channels are 2.5x faster forward and backward
+        # than in the channels-first layout (one thread, the fusion convolution at 2x11x80x96x80: 868 -> 349 ms;
+        # a training step of the MNI anatomy plan, 80x96x80 x 2: 1.69 -> 1.07-1.16 s)
+        features = self.fuse(torch.cat([self.stem(_channels_last(image)), _channels_last(logits)], 1))
+        # the 1x1x1 prediction as a matrix product on the channels-last features: as a convolution PyTorch takes
+        # its slow path for it and copies the features to channels-first, forward and backward
+        correction = F.linear(features.permute(0, 2, 3, 4, 1), self.pred.weight.flatten(1), self.pred.bias)
+        return (logits + correction.permute(0, 4, 1, 2, 3)).contiguous()
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """A channels-last copy of ``x``, with channel stride 1 even for one channel (where ``.contiguous`` would keep
+    the channels-first strides, and the convolution would follow them)."""
+    return torch.empty_like(x, memory_format=torch.channels_last_3d).copy_(x)

@@ -45,3 +45,21 @@ def test_refinement_draws_a_one_voxel_structure_that_upsampled_logits_cannot():
 def test_bad_refine_channels():
     with pytest.raises(ValueError, match="refine_channels"):
         create_model("segformer3d_b0", refine_channels=-1)
+
+
+def test_head_computes_its_layers_in_channels_first_order() -> None:
+    """The head runs channels-last with its prediction as a matrix product; the same layers applied plainly in
+    float64 give the same output and gradients (one and two image channels: one channel has no layout of its own)."""
+    for in_channels in (1, 2):
+        torch.manual_seed(0)
+        head = RefinementHead(in_channels, num_classes=3, channels=4).double()
+        image = torch.randn(2, in_channels, 5, 6, 7, dtype=torch.float64)
+        logits = torch.randn(2, 3, 5, 6, 7, dtype=torch.float64)
+        ours = head(image, logits)
+        assert ours.is_contiguous()
+        grads = torch.autograd.grad(ours.square().sum(), list(head.parameters()))
+        plain = logits + head.pred(head.fuse(torch.cat([head.stem(image), logits], 1)))
+        plain_grads = torch.autograd.grad(plain.square().sum(), list(head.parameters()))
+        assert (ours - plain).abs().max() <= 1e-12 * plain.abs().max()
+        for g, e in zip(grads, plain_grads):
+            assert (g - e).abs().max() <= 1e-12 * e.abs().max()
