@@ -62,7 +62,6 @@ class _DepthwiseConv3x3x3(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         return F.conv3d(x, weight, bias, padding=1, groups=weight.shape[0])
 
     @staticmethod
@@ -74,7 +73,7 @@ class _DepthwiseConv3x3x3(torch.autograd.Function):
             grad_x = F.conv3d(grad, weight.flip((2, 3, 4)), padding=1, groups=weight.shape[0])
         if ctx.needs_input_grad[1]:
             grad_w = depthwise_weight_grad(x, grad)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2]:  # False when there is no bias
             grad_b = grad.sum((0, 2, 3, 4))
         return grad_x, grad_w, grad_b
 
