@@ -30,6 +30,7 @@ def reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, grad: t
     ((2, 8, 5, 6, 7), True),
     ((1, 4, 1, 3, 2), True),   # a single slice: the depth taps see only padding
     ((3, 16, 4, 4, 4), False),  # an input that is not channels-last
+    ((1, 256, 2, 5, 16), True),  # wide rows: the weight gradient in chunks of 2 rows, the last one partial
 ])
 def test_gradients_match_pytorch_in_float64(shape: tuple[int, ...], channels_last: bool) -> None:
     generator = torch.Generator().manual_seed(0)
