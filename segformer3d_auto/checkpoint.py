@@ -8,6 +8,7 @@ it, whether training resumes from it, the predictor loads a fold or ``--pretrain
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,13 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
         torch.save(state, tmp)
 
 
-def read_checkpoint(path: str | os.PathLike) -> Any:
+def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> Any:
     """Whatever a ``.pth`` file holds, loaded safely (``weights_only``) onto the CPU.
+
+    Args:
+        path: the ``.pth`` file.
+        mmap: map the file instead of reading it whole, so that tensors never touched (the optimizer state, when
+            only the weights are wanted) are never read. Files in torch's legacy format are read whole.
 
     Raises:
         InputError: the file is missing, truncated or not something ``torch.load`` reads with ``weights_only``.
@@ -36,6 +42,8 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found")
     try:
+        if mmap and zipfile.is_zipfile(path):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many kinds for a damaged or foreign file
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -60,7 +68,10 @@ def load_network_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Raises:
         InputError: unreadable (see :func:`read_checkpoint`) or holding no ``network_weights`` dict.
     """
-    state = read_checkpoint(path)
+    state = read_checkpoint(path, mmap=True)
     if not isinstance(state, dict) or not isinstance(state.get("network_weights"), dict):
         raise InputError(f"{path}: checkpoint holds no 'network_weights' state dict")
-    return state["network_weights"]
+    # copied out of the mapping: the file may be deleted afterwards (an unpacked model zip) and the weights are a
+    # third of a checkpoint whose rest (the optimizer state) is then never read
+    return {key: value.clone() if isinstance(value, torch.Tensor) else value
+            for key, value in state["network_weights"].items()}

@@ -43,3 +43,28 @@ def test_network_weights_for_prediction(tmp_path):
 
 class _NotATensor:
     """An arbitrary object: unpickling it would need code, which ``weights_only`` loading refuses."""
+
+
+def test_network_weights_are_copied_out_of_the_mapped_file(tmp_path):
+    """Weights are read through a memory map (the optimizer state is never read) and copied out of it."""
+    path = tmp_path / "checkpoint_final.pth"
+    torch.save({"network_weights": {"w": torch.ones(1024)}, "optimizer_state": {"m": torch.zeros(4096)}}, path)
+    weights = load_network_weights(path)
+    # overwritten in place, same size: a tensor still backed by the mapping would now read 2s
+    torch.save({"network_weights": {"w": torch.full((1024,), 2.0)}, "optimizer_state": {"m": torch.zeros(4096)}},
+               path)
+    assert torch.equal(weights["w"], torch.ones(1024))
+    weights["w"] += 1  # writable, like any loaded tensor
+    assert torch.equal(load_network_weights(path)["w"], torch.full((1024,), 2.0))
+
+
+def test_network_weights_from_a_legacy_format_file(tmp_path):
+    """Files in torch's pre-zip format cannot be memory-mapped; they are read whole instead."""
+    path = tmp_path / "old.pth"
+    torch.save({"network_weights": {"w": torch.arange(4.0)}}, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_network_weights(path)["w"], torch.arange(4.0))
+    data = (tmp_path / "checkpoint_final.pth")
+    torch.save({"network_weights": {"w": torch.arange(4.0)}}, data)
+    data.write_bytes(data.read_bytes()[:-200])  # truncated: no zip directory at the end
+    with pytest.raises(InputError, match="checkpoint_final.pth: not a readable checkpoint"):
+        load_network_weights(data)

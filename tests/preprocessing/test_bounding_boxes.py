@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 
 import numpy as np
@@ -39,3 +40,23 @@ def test_stand_ins_equal_acvl_utils(fallback) -> None:
     expected = acvl_boxes.insert_crop_into_image(image.copy(), crop, [[1, 4], [2, 6], [3, 8]])
     np.testing.assert_array_equal(fallback.insert_crop_into_image(image.copy(), crop, [[1, 4], [2, 6], [3, 8]]),
                                   expected)
+
+
+def test_prediction_does_not_import_scikit_image() -> None:
+    """acvl-utils' morphology helper (scikit-image, 0.2 s of every command's start) is imported only when used."""
+    code = ("import sys\n"
+            "import segformer3d_auto.inference.predict_folder, segformer3d_auto.inference.predictor\n"
+            "import segformer3d_auto.inference.postprocessing, segformer3d_auto.cli._predict_extras\n"
+            "print(sorted(m for m in ('skimage', 'acvl_utils.morphology.morphology_helper') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_largest_component_uses_acvl_utils_where_installed() -> None:
+    from segformer3d_auto.preprocessing.bounding_boxes import remove_all_but_largest_component
+
+    mask = np.zeros((5, 5, 5), bool)
+    mask[0, 0, 0] = True
+    mask[2:5, 2:5, 2:5] = True
+    np.testing.assert_array_equal(remove_all_but_largest_component(mask),
+                                  acvl_morphology.remove_all_but_largest_component(mask))
