@@ -98,9 +98,9 @@ def test_budget_that_cannot_hold_two_epochs_plans_after_the_first():
 def test_resumed_budget_keeps_the_time_that_was_left():
     clock = FakeClock()
     budget = TimeBudget(100.0, max_epochs=1000, clock=clock)
-    for seconds, validation_s in ((12.0, 5.0), (5.0, 6.0), (5.0, 40.0)):
+    for epochs_done, (seconds, validation_s) in enumerate(((12.0, 5.0), (5.0, 6.0), (5.0, 40.0)), start=1):
         clock.now += seconds
-        budget.end_epoch(1, validation_s)
+        budget.end_epoch(epochs_done, validation_s)
     state = budget.state_dict()
     assert state["planned_epochs"] is not None and state["durations"] == [5.0, 5.0]
     assert state["validation_estimates"] == [5.0, 6.0, 40.0]
@@ -206,3 +206,17 @@ def test_trainer_refits_the_rate_when_its_budget_replans(tmp_path_factory, tmp_p
     assert "after epoch 5: 10s of 20s left no longer holds 19 epochs" in log and "19 -> 15 epochs" in log
     assert "after epoch 6 speed changed by +400%" in log and "15 -> 8 epochs (one more than fits" in log
     assert "finished after 20.0s of 20.0s" in log
+
+
+def test_epochs_a_little_faster_than_measured_lengthen_the_plan():
+    # 5 s epochs while the plan is made, 4.3 s from epoch 3 on: -14%, under the 20% that counts as a speed change
+    lrs, end_s, messages = _simulate(300.0, lambda e: 5.0 if e < 3 else 4.3, lambda e: 5.0)
+    # plan after epoch 1 (14 s spent): 2 + floor((286 - 5) / 5 - 0.5) = 57 epochs, which would end at 14 + 5 + 54 *
+    # 4.3 + 5 = 256.2 s, 44 s early. After epoch 4 (median of 5, 4.3, 4.3; 27.6 s spent):
+    # 5 + floor((272.4 - 5) / 4.3 - 0.5) = 66
+    assert "training 57 epochs" in messages[0]
+    assert "after epoch 4: " in messages[1] and "holds 9 epochs more than planned" in messages[1]
+    assert "re-estimated 57 -> 66 epochs" in messages[1]
+    assert len(lrs) == 66 and 290.0 <= end_s <= 300.0
+    assert lrs[-1] == pytest.approx(_annealed(66), rel=1e-9)
+    assert all(b <= a for a, b in zip(lrs[10:], lrs[11:]))  # after the peak the rate never rises
