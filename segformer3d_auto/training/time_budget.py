@@ -30,7 +30,7 @@ MARGIN_EPOCHS = 0.5
 SURPLUS_EPOCHS = 2
 """Whole epochs of spare time, beyond the margin, that lengthen the plan although the speed changed by less than
 :data:`REPLAN_CHANGE` (epochs a little faster than the first ones measured): without it, ``sf3d_train
---time-budget 300`` ended 14-42 s early on three datasets of ``benchmarks/compare_nnunet.py``."""
+--time-budget 300`` ended 17-42 s early on three datasets of ``benchmarks/compare_nnunet.py``."""
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
 
