@@ -2,8 +2,9 @@
 
 The first epochs are measured, then the number of epochs is fixed so that training plus the final validation
 ends within the budget. When the measured speed drifts by more than :data:`REPLAN_CHANGE` from the one the plan was
-made with (a shared machine getting busier or quieter), when the remaining time no longer holds the planned epochs,
-or when it holds :data:`SURPLUS_EPOCHS` more, the number is re-estimated and the log says so. Both estimates (time
+made with (a shared machine getting busier or quieter), or when the epochs that fit in the remaining time differ from
+the plan by more than a slack (:data:`PLAN_TOLERANCE` of the epochs still to run, so none near the end; at least
+:data:`SURPLUS_EPOCHS` for a longer plan), the number is re-estimated and the log says so. Both estimates (time
 per epoch, final validation) are medians of the last :data:`SPEED_WINDOW` measurements, so one pass slowed by a
 passing load does not move the plan. A re-plan never stops the run right after an epoch that was not planned as its
 last: that epoch ran mid-schedule, so one more epoch runs at the annealed learning rate (see
@@ -27,10 +28,13 @@ MEASURE_EPOCHS = 2
 REPLAN_CHANGE = 0.2
 SPEED_WINDOW = 3
 MARGIN_EPOCHS = 0.5
+PLAN_TOLERANCE = 0.2
+"""Share of the epochs still to run by which what fits may differ from the plan before it is re-estimated."""
 SURPLUS_EPOCHS = 2
-"""Whole epochs of spare time, beyond the margin, that lengthen the plan although the speed changed by less than
-:data:`REPLAN_CHANGE` (epochs a little faster than the first ones measured): without it, ``sf3d_train
---time-budget 300`` ended 17-42 s early on three datasets of ``benchmarks/compare_nnunet.py``."""
+"""Whole epochs of spare time, beyond the margin and at least, that lengthen the plan although the speed changed by
+less than :data:`REPLAN_CHANGE`. Before the slack and this rule, each epoch that happened to run slow shortened the
+plan and none lengthened it: ``sf3d_train --time-budget 300`` ended 17-42 s early on three datasets of
+``benchmarks/compare_nnunet.py``."""
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 
 
@@ -150,10 +154,10 @@ class TimeBudget:
             change = 100 * (epoch_s / self.planned_epoch_s - 1)
             why = (f"{after} speed changed by {change:+.0f}% ({self.planned_epoch_s:.1f}s -> "
                    f"{epoch_s:.1f}s per epoch), {left}: re-estimated {planned} ->")
-        elif fits < planned:
+        elif fits < planned - self._slack(epochs_done):
             why = (f"{after}: {left} no longer holds {planned} epochs at {epoch_s:.1f}s per epoch + "
                    f"{validation_s:.1f}s final validation: re-estimated {planned} ->")
-        elif fits >= planned + SURPLUS_EPOCHS:
+        elif fits >= planned + max(SURPLUS_EPOCHS, self._slack(epochs_done)):
             why = (f"{after}: {left} holds {fits - planned} epochs more than planned at {epoch_s:.1f}s per epoch + "
                    f"{validation_s:.1f}s final validation: re-estimated {planned} ->")
         else:
@@ -163,6 +167,12 @@ class TimeBudget:
             fits, note = epochs_done + 1, " (one more than fits: the last epoch runs at the annealed learning rate)"
         self.planned_epochs, self.planned_epoch_s = fits, epoch_s
         return fits, f"time budget: {why} {fits} epochs{note}"
+
+    def _slack(self, epochs_done: int) -> int:
+        """Epochs by which the plan may differ from what fits before it is re-estimated: a share
+        (:data:`PLAN_TOLERANCE`) of the epochs still to run, so that the jitter of a shared machine does not move a
+        long plan back and forth, and none once the end is near, where the budget must hold."""
+        return math.floor(PLAN_TOLERANCE * max(self.planned_epochs - epochs_done, 0))
 
     def validation_estimate(self) -> float:
         """The final validation's duration as the plan sees it: the median of the recent estimates (0 before any)."""
