@@ -231,7 +231,7 @@ def test_jittery_epochs_neither_end_the_run_early_nor_overrun_it():
     for seed in range(10):
         rng = random.Random(seed)
         times = [rng.uniform(2.5, 3.3) for _ in range(400)]
-        lrs, end_s, messages = _simulate(300.0, lambda e: times[e], lambda e: TRUE_VALIDATION_S)
+        lrs, end_s, messages = _simulate(300.0, times.__getitem__, lambda e: TRUE_VALIDATION_S)
         assert 290.0 <= end_s <= 300.0, (seed, end_s)
         assert len(messages) <= 15, messages
         assert lrs[-1] == pytest.approx(_annealed(len(lrs)), rel=1e-9)
