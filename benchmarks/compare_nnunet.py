@@ -28,6 +28,7 @@ The printed table is markdown, ready for docs/benchmarks.md; ``results.json`` in
 
     python benchmarks/compare_nnunet.py --nnunet-python /path/to/nnunet-env/bin/python \\
         [--budget-minutes 5] [--datasets mri ct msd thin anatomy] [--workdir DIR] [--small] [--threads N]
+        [--output-resolution auto|paper|stride2|refine]
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ def run_dataset(kind: str, args: argparse.Namespace, work_root: Path) -> dict:
     name = folder.name
     n_test = len(list((folder / "labelsTs").glob("*")))
     log(f"{kind}: generated {name} ({n_test} held-out cases)")
-    sides = [Sf3dSide(work, raw, args.num_processes, args.num_workers),
+    sides = [Sf3dSide(work, raw, args.num_processes, args.num_workers, args.output_resolution),
              NnUNetSide(args.nnunet_python, work, raw, args.num_processes, args.num_workers)]
     sides[1].install_trainer()
     out: dict = {"dataset": name, "test_cases": n_test, "classes": class_names(folder)}
@@ -237,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int,
                         help="CPU threads of both pipelines' training and prediction (default: torch's default, all "
                              "cores); 1 keeps a run fair on a machine where other work competes for the cores")
+    parser.add_argument("--output-resolution", choices=("auto", "paper", "stride2", "refine"), default="auto",
+                        help="our side's sf3d_plan_and_preprocess --output-resolution (default auto: the planner's "
+                             "choice)")
     args = parser.parse_args(argv)
     if args.threads is not None:
         if args.threads < 1:
@@ -258,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = f"--budget-minutes {args.budget_minutes:g} --datasets {' '.join(args.datasets)}"
     flags += " --small" if args.small else ""
     flags += f" --threads {args.threads}" if args.threads else ""
+    flags += f" --output-resolution {args.output_resolution}" if args.output_resolution != "auto" else ""
     print(f"segformer3d_auto vs nnU-Net v2, {started}, {os.cpu_count()} CPUs, device cpu, -np {args.num_processes}, "
           f"{args.num_workers} augmentation workers, {args.iterations_per_epoch} iterations/epoch "
           f"(`benchmarks/compare_nnunet.py {flags}`); 5-minute load average {load_before:.1f} at the start, "

@@ -67,12 +67,15 @@ class Sf3dSide:
         raw: the raw root, shared with nnU-Net.
         num_processes: ``-np`` of preprocessing and evaluation, ``--read-ahead`` of prediction.
         num_workers: ``sf3d_train --num-workers`` (augmentation processes; 0 = in the training process).
+        output_resolution: ``sf3d_plan_and_preprocess --output-resolution`` (``auto``: the planner's choice).
     """
 
     name = "segformer3d_auto"
 
-    def __init__(self, work: Path, raw: Path, num_processes: int, num_workers: int) -> None:
+    def __init__(self, work: Path, raw: Path, num_processes: int, num_workers: int,
+                 output_resolution: str = "auto") -> None:
         self.work = work
+        self.output_resolution = output_resolution
         self.num_processes = num_processes
         self.num_workers = num_workers
         self.env = dict(os.environ, SF3D_RAW=str(raw), SF3D_PREPROCESSED=str(work / "sf3d_preprocessed"),
@@ -82,8 +85,9 @@ class Sf3dSide:
         return [sys.executable, "-m", f"segformer3d_auto.cli.{name}", *args]
 
     def plan_and_preprocess(self, dataset_id: int) -> Measured:
-        """``sf3d_plan_and_preprocess -d ID -np N``, measured."""
-        cmd = self._cli("plan_and_preprocess", "-d", str(dataset_id), "-np", str(self.num_processes))
+        """``sf3d_plan_and_preprocess -d ID -np N --output-resolution R``, measured."""
+        cmd = self._cli("plan_and_preprocess", "-d", str(dataset_id), "-np", str(self.num_processes),
+                        "--output-resolution", self.output_resolution)
         return Measured(*check(run_measured(cmd, env=self.env), "sf3d_plan_and_preprocess"))
 
     def _plan(self, dataset_name: str) -> dict:
