@@ -31,8 +31,8 @@ MARGIN_EPOCHS = 0.5
 PLAN_TOLERANCE = 0.2
 """Share of the epochs still to run by which what fits may differ from the plan before it is re-estimated."""
 SURPLUS_EPOCHS = 2
-"""Whole epochs of spare time, beyond the margin and at least, that lengthen the plan although the speed changed by
-less than :data:`REPLAN_CHANGE`. Before the slack and this rule, each epoch that happened to run slow shortened the
+"""The fewest spare whole epochs (beyond the margin) that lengthen the plan although the speed changed by less than
+:data:`REPLAN_CHANGE`. Before the slack and this rule, each epoch that happened to run slow shortened the
 plan and none lengthened it: ``sf3d_train --time-budget 300`` ended 17-42 s early on three datasets of
 ``benchmarks/compare_nnunet.py``."""
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
@@ -75,6 +75,13 @@ def plan_epochs(epochs_done: int, remaining_s: float, epoch_s: float, validation
                          f"max_epochs={max_epochs}, epochs_done={epochs_done}")
     more = max(0, math.floor((remaining_s - validation_s) / epoch_s - MARGIN_EPOCHS))
     return max(1, epochs_done, min(max_epochs, epochs_done + more))
+
+
+def plan_slack(planned_epochs: int, epochs_done: int) -> int:
+    """Epochs by which the plan may differ from what fits before it is re-estimated: a share
+    (:data:`PLAN_TOLERANCE`) of the epochs still to run, so that the jitter of a shared machine does not move a long
+    plan back and forth, and none once the end is near, where the budget must hold."""
+    return math.floor(PLAN_TOLERANCE * max(planned_epochs - epochs_done, 0))
 
 
 def recent_median(values: Sequence[float]) -> float:
@@ -154,10 +161,10 @@ class TimeBudget:
             change = 100 * (epoch_s / self.planned_epoch_s - 1)
             why = (f"{after} speed changed by {change:+.0f}% ({self.planned_epoch_s:.1f}s -> "
                    f"{epoch_s:.1f}s per epoch), {left}: re-estimated {planned} ->")
-        elif fits < planned - self._slack(epochs_done):
+        elif fits < planned - plan_slack(planned, epochs_done):
             why = (f"{after}: {left} no longer holds {planned} epochs at {epoch_s:.1f}s per epoch + "
                    f"{validation_s:.1f}s final validation: re-estimated {planned} ->")
-        elif fits >= planned + max(SURPLUS_EPOCHS, self._slack(epochs_done)):
+        elif fits >= planned + max(SURPLUS_EPOCHS, plan_slack(planned, epochs_done)):
             why = (f"{after}: {left} holds {fits - planned} epochs more than planned at {epoch_s:.1f}s per epoch + "
                    f"{validation_s:.1f}s final validation: re-estimated {planned} ->")
         else:
@@ -167,12 +174,6 @@ class TimeBudget:
             fits, note = epochs_done + 1, " (one more than fits: the last epoch runs at the annealed learning rate)"
         self.planned_epochs, self.planned_epoch_s = fits, epoch_s
         return fits, f"time budget: {why} {fits} epochs{note}"
-
-    def _slack(self, epochs_done: int) -> int:
-        """Epochs by which the plan may differ from what fits before it is re-estimated: a share
-        (:data:`PLAN_TOLERANCE`) of the epochs still to run, so that the jitter of a shared machine does not move a
-        long plan back and forth, and none once the end is near, where the budget must hold."""
-        return math.floor(PLAN_TOLERANCE * max(self.planned_epochs - epochs_done, 0))
 
     def validation_estimate(self) -> float:
         """The final validation's duration as the plan sees it: the median of the recent estimates (0 before any)."""
