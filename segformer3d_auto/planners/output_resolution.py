@@ -1,7 +1,7 @@
 """Choose SegFormer3D's output resolution from the data: the paper's grid, a finer first stride, or refinement.
 
 The fingerprint's ``output_grid_ceiling`` says, per candidate output grid, the best mean Dice any network
-predicting on that grid can reach (``ceiling.py``). Candidates, in the order the planner tries them:
+predicting on that grid can reach (``ceiling.py``). Candidates:
 
 - ``paper``: the paper's network, first-embedding stride 4 (level ``"4"`` of the fingerprint);
 - ``stride2``: first-embedding stride 2, the later grids as in the paper (``topology.py``, level ``"2"``);
@@ -10,18 +10,27 @@ predicting on that grid can reach (``ceiling.py``). Candidates, in the order the
 
 Each candidate is planned like the paper's network (patch shrunk until a batch of two fits ``--gpu-memory-gb`` by
 the counted estimate, then the batch grows), so a finer grid trades patch size against resolution within the same
-memory. The first candidate whose ceiling is within ``CEILING_TOLERANCE`` of a perfect score, whose estimate fits
-the target and whose training FLOPs per voxel stay within ``COMPUTE_BOUND`` times the paper's is chosen; when none
-reaches the tolerance, the admissible one with the highest ceiling (ties: the earlier). Datasets whose stride-4
-ceiling is already high therefore keep the paper's network unchanged.
+memory. A candidate is admissible when its estimate fits the target and its training FLOPs per voxel stay within
+``COMPUTE_BOUND`` times the paper's. The rule, in two steps:
 
-``stride2`` comes before ``refine`` because it learns more per CPU-second of training, although it costs more
-per iteration by the planner's own counts (on the thin-structure dataset at 48^3: 2.2x the paper's training FLOPs
-per voxel against 1.25x for ``refine``). ``benchmarks/output_resolution.py``, same 300 CPU seconds of training
-per candidate, one thread: thin structures, mean Dice paper 0.531, refine 0.551, stride2 0.760. The refinement
-head only corrects the upsampled logits from a 5-voxel neighbourhood of the image, which is too little context to
-draw a vessel the coarse logits miss; it stays the fallback where stride 2 does not reach the tolerance or does
-not fit.
+1. **Where the paper's grid draws the structures** (its ceiling within ``CEILING_TOLERANCE`` of a perfect score):
+   the refinement head, when it is admissible and costs at most ``REFINE_BOUND`` times the paper's FLOPs per voxel,
+   because it learns the boundaries in fewer CPU seconds; the paper's network unchanged when the head does not fit
+   those bounds, or when the grid loses nothing at all (ceiling at least ``EXACT_CEILING``: no boundary for the
+   head to sharpen).
+2. **Where it does not:** the first of ``stride2``, ``refine`` whose ceiling is within the tolerance and that is
+   admissible; when none is, the admissible one with the highest ceiling (ties: the earlier).
+
+Step 1 comes from training, not from the ceilings: ``benchmarks/output_resolution.py``, the same 300 CPU seconds
+of training per candidate on one thread, the paper's network vs the head on the datasets whose stride-4 ceiling
+is high: BraTS-like regions 0.967 vs 0.982, CT 0.965 vs 0.968, prostate-like 0.984 vs 0.999 (the head runs 1.2-1.4x
+longer per iteration). The ceiling says what a grid can draw, not how fast a network learns to draw it.
+
+Step 2 tries ``stride2`` before ``refine`` because it learns more per CPU-second where the coarse grid misses whole
+structures, although it costs more per iteration by the planner's own counts (on the thin-structure dataset at
+48^3: 2.2x the paper's training FLOPs per voxel against 1.25x for ``refine``): thin structures, 300 CPU seconds,
+mean Dice paper 0.531, refine 0.551, stride2 0.760. The head only corrects the upsampled logits from a 5-voxel
+neighbourhood of the image, too little context to draw a vessel the coarse logits miss.
 """
 
 from __future__ import annotations
@@ -37,6 +46,10 @@ from segformer3d_auto.model import create_model
 CEILING_TOLERANCE = 0.02
 COMPUTE_BOUND = 4.0
 """Training FLOPs per voxel a candidate may cost, relative to the paper's network."""
+REFINE_BOUND = 1.5
+"""Training FLOPs per voxel the refinement head may cost where the paper's grid already draws the structures."""
+EXACT_CEILING = 0.9995
+"""A paper-grid ceiling this high loses nothing to the grid: the paper's network is planned unchanged."""
 REFINE_CHANNELS = 8
 CANDIDATES = (
     {"name": "paper", "level": "4", "first_stride_cap": 4, "refine_channels": 0},
@@ -118,11 +131,13 @@ def choose_output_resolution(
         reason = "chosen by --output-resolution"
     elif not ceilings:
         chosen, reason = 0, "no output-grid ceilings in the fingerprint: the paper's network"
+    elif 0 in good:
+        chosen, reason = _where_the_paper_grid_draws(rows, admissible)
     elif good:
         chosen = good[0]
-        reason = (f"the first candidate (paper, stride2, refine) whose ceiling ({rows[chosen]['ceiling_mean']:.3f}) "
-                  f"is within {CEILING_TOLERANCE} of a perfect score and that fits {target_gb:g} GB and the compute "
-                  "bound")
+        reason = (f"the paper's grid caps the score ({rows[0]['ceiling_mean']:.3f}); the first of stride2, refine "
+                  f"whose ceiling ({rows[chosen]['ceiling_mean']:.3f}) is within {CEILING_TOLERANCE} of a perfect "
+                  f"score and that fits {target_gb:g} GB and the compute bound")
     else:
         chosen = max(admissible, key=lambda i: (rows[i]["ceiling_mean"] or 0.0, -i))
         reason = (f"no candidate reaches {1 - CEILING_TOLERANCE:.2f} within {target_gb:g} GB and the compute "
@@ -132,6 +147,27 @@ def choose_output_resolution(
         "reason": reason,
         "ceiling_tolerance": CEILING_TOLERANCE,
         "compute_bound_vs_paper": COMPUTE_BOUND,
+        "refine_bound_vs_paper": REFINE_BOUND,
+        "exact_ceiling": EXACT_CEILING,
         "candidates": rows,
     }
     return plans[chosen], record
+
+
+def _where_the_paper_grid_draws(rows: list[dict[str, Any]], admissible: list[int]) -> tuple[int, str]:
+    """Step 1 of the rule: the refinement head where it is cheap and has a boundary to sharpen, else the paper's
+    network; returns (index into ``rows``, reason)."""
+    paper, refine = rows[0], next((i for i, r in enumerate(rows) if r["name"] == "refine"), None)
+    if paper["ceiling_mean"] >= EXACT_CEILING:
+        return 0, (f"the paper's grid loses nothing (ceiling {paper['ceiling_mean']:.4f}): the paper's network, "
+                   "no boundary for a refinement head to sharpen")
+    if refine is None:
+        return 0, "the paper's grid draws the structures (the refinement head was not planned)"
+    ratio = rows[refine]["training_gflops_per_voxel"] / paper["training_gflops_per_voxel"]
+    if ratio > REFINE_BOUND:
+        return 0, (f"the paper's grid draws the structures and the refinement head would cost {ratio:.2f}x its "
+                   f"FLOPs per voxel (bound {REFINE_BOUND:g}x)")
+    if refine not in admissible:
+        return 0, "the paper's grid draws the structures and the refinement head does not fit the memory target"
+    return refine, (f"the paper's grid draws the structures (ceiling {paper['ceiling_mean']:.3f}); the refinement "
+                    f"head sharpens their boundaries at {ratio:.2f}x its FLOPs per voxel (bound {REFINE_BOUND:g}x)")

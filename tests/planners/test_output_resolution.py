@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from segformer3d_auto.model import create_model
+from segformer3d_auto.planners import output_resolution
 from segformer3d_auto.planners.memory import estimate_training_memory
 from segformer3d_auto.planners.planner import plan_experiment, plan_network
 
@@ -28,12 +29,36 @@ def _config(fingerprint: dict, gpu_memory_gb: float = 8.0, output_resolution: st
     return plans["configurations"]["3d_fullres"]
 
 
-def test_high_ceiling_keeps_the_paper_network_unchanged():
+def test_where_the_paper_grid_draws_the_structures_the_refinement_head_is_added():
+    # ceiling 0.99: the grid draws the structures, the head sharpens their boundaries (cheaper than 1.5x)
     config = _config(_fingerprint(0.99, 1.0))
+    record = config["output_resolution"]
+    assert record["chosen"] == "refine"
+    rows = {c["name"]: c for c in record["candidates"]}
+    assert rows["refine"]["training_gflops_per_voxel"] <= 1.5 * rows["paper"]["training_gflops_per_voxel"]
+    # the paper's network, same patch and batch, with the head on top
+    paper = plan_network([1.0, 1.0, 1.0], [40, 40, 40], 1, 3, 4)
+    kwargs = dict(config["network"]["kwargs"])
+    assert kwargs.pop("refine_channels") > 0
+    assert kwargs == paper["network"]["kwargs"]
+    assert config["patch_size"] == paper["patch_size"] and config["batch_size"] == paper["batch_size"]
+
+
+def test_a_grid_that_loses_nothing_keeps_the_paper_network_unchanged():
+    config = _config(_fingerprint(0.9996, 1.0))
     assert config["output_resolution"]["chosen"] == "paper"
     paper = plan_network([1.0, 1.0, 1.0], [40, 40, 40], 1, 3, 4)
     assert config["network"] == paper["network"] and config["patch_size"] == paper["patch_size"]
     assert config["batch_size"] == paper["batch_size"]
+    assert "refine_channels" not in config["network"]["kwargs"]
+
+
+def test_a_head_costlier_than_its_bound_keeps_the_paper_network(monkeypatch):
+    # the head costs about 1.3x the paper's FLOPs per voxel here; a bound below that refuses it
+    monkeypatch.setattr(output_resolution, "REFINE_BOUND", 1.05)
+    config = _config(_fingerprint(0.99, 1.0))
+    assert config["output_resolution"]["chosen"] == "paper"
+    assert "1.05x" in config["output_resolution"]["reason"]
     assert "refine_channels" not in config["network"]["kwargs"]
 
 
@@ -75,8 +100,8 @@ def test_a_named_output_resolution_overrides_the_ceilings():
     assert config["output_resolution"]["chosen"] == "paper"
     assert config["output_resolution"]["reason"] == "chosen by --output-resolution"
     assert config["network"] == plan_network([1.0, 1.0, 1.0], [40, 40, 40], 1, 3, 4)["network"]
-    # a high ceiling would keep the paper's network; the user asks for the refinement head
-    config = _config(_fingerprint(0.99, 1.0), output_resolution="refine")
+    # a grid that loses nothing would keep the paper's network; the user asks for the refinement head
+    config = _config(_fingerprint(0.9996, 1.0), output_resolution="refine")
     assert config["network"]["kwargs"]["refine_channels"] > 0
     with pytest.raises(ValueError, match="output resolution must be one of"):
         _config(_fingerprint(0.99, 1.0), output_resolution="stride8")
