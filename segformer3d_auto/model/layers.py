@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from segformer3d_auto.model.cpu_convolution import conv3d
 from segformer3d_auto.model.depthwise import depthwise_conv3x3x3
 
 Grid = tuple[int, int, int]
@@ -124,7 +125,7 @@ class OverlapPatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, Grid]:
         """Embed a ``(B, C, D, H, W)`` volume into ``(B, N, embed_dim)`` tokens and return their grid."""
-        x = self.proj(x)
+        x = conv3d(x, self.proj)
         grid = (x.shape[2], x.shape[3], x.shape[4])
         return self.norm(volume_to_tokens(x)), grid
 
@@ -177,7 +178,7 @@ class EfficientSelfAttention(nn.Module):
         b, n, c = x.shape
         q = self.q(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         if self.sr is not None:
-            reduced = volume_to_tokens(self.sr(tokens_to_volume(x, grid)))
+            reduced = volume_to_tokens(conv3d(tokens_to_volume(x, grid), self.sr))
             x = self.norm(reduced)
         kv = self.kv(x).view(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         out = self.attention_fn(

@@ -23,7 +23,7 @@ memory. A candidate is admissible when its estimate fits the target and its trai
 
 Step 1 comes from training, not from the ceilings: ``benchmarks/output_resolution.py``, the same 300 CPU seconds
 of training per candidate on one thread, the paper's network vs the head on the datasets whose stride-4 ceiling
-is high: BraTS-like regions 0.967 vs 0.982, CT 0.965 vs 0.968, prostate-like 0.984 vs 0.999 (the head runs 1.2-1.4x
+is high: BraTS-like regions 0.967 vs 0.982, CT 0.965 vs 0.968, prostate-like 0.984 vs 0.999 (the head runs 1.2-1.3x
 longer per iteration). The ceiling says what a grid can draw, not how fast a network learns to draw it.
 
 Step 2 tries ``stride2`` before ``refine`` because it learns more per CPU-second where the coarse grid misses whole

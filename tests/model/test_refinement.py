@@ -63,3 +63,29 @@ def test_head_computes_its_layers_in_channels_first_order() -> None:
         assert (ours - plain).abs().max() <= 1e-12 * plain.abs().max()
         for g, e in zip(grads, plain_grads):
             assert (g - e).abs().max() <= 1e-12 * e.abs().max()
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_head_in_float32_matches_the_plain_layers_and_never_takes_the_slow_convolution(batch: int) -> None:
+    """A batch of one (sliding-window prediction) small enough that PyTorch's own rule would send the convolutions
+    to its slow reference kernel: the head's float32 output and gradients still match the plain layers in float64,
+    and no slow kernel runs."""
+    torch.manual_seed(0)
+    head = RefinementHead(4, num_classes=3, channels=8)
+    torch.nn.init.normal_(head.pred.weight)
+    image = torch.randn(batch, 4, 8, 12, 10)
+    logits = torch.randn(batch, 3, 8, 12, 10)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        ours = head(image, logits)
+        grads = torch.autograd.grad(ours.square().sum(), list(head.parameters()))
+    kernels = {event.name for event in profile.events()}
+    assert not any("slow_conv" in name for name in kernels), sorted(kernels)
+    reference = RefinementHead(4, num_classes=3, channels=8).double()
+    reference.load_state_dict(head.state_dict())
+    plain = logits.double() + reference.pred(reference.fuse(torch.cat([reference.stem(image.double()),
+                                                                         logits.double()], 1)))
+    plain_grads = torch.autograd.grad(plain.square().sum(), list(reference.parameters()))
+    # float32 sums of a few hundred products: relative errors of order 1e-6; 1e-4 leaves a wide margin
+    assert (ours.double() - plain).abs().max() <= 1e-4 * plain.abs().max()
+    for g, e in zip(grads, plain_grads):
+        assert (g.double() - e).abs().max() <= 1e-4 * e.abs().max()

@@ -22,6 +22,21 @@ def test_our_checkpoint_initialises_a_network_with_another_class_count(tmp_path)
     assert different and all(torch.equal(after[k], before[k]) for k in different)
 
 
+def test_the_paper_network_fine_tunes_into_a_plan_with_the_refinement_head(tmp_path):
+    # the planner adds the head to most plans: the paper's weights must still load, and the untouched head must
+    # leave the paper's output as it was
+    torch.manual_seed(0)
+    source = create_model("segformer3d_b0", in_channels=1, num_classes=3).eval()
+    torch.save({"network_weights": source.state_dict(), "epoch": 3}, tmp_path / "ckpt.pth")
+    target = create_model("segformer3d_b0", in_channels=1, num_classes=3, refine_channels=8).eval()
+    report = load_pretrained(target, str(tmp_path / "ckpt.pth"))
+    assert report.copied == len(source.state_dict())
+    assert report.changed and all(k.startswith("refine.") for k in report.changed)
+    x = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(target(x), source(x), atol=1e-6)
+
+
 def test_unreadable_pretrained_file_is_an_input_error(tmp_path):
     (tmp_path / "x.pth").write_bytes(b"nope")
     network = create_model("segformer3d_b0", in_channels=1, num_classes=2)
