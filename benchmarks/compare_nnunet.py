@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.nnunet_side import NnUNetSide  # noqa: E402
 from benchmarks.sf3d_side import Sf3dSide  # noqa: E402
+from segformer3d_auto.planners.output_resolution import CHOICES as OUTPUT_RESOLUTIONS  # noqa: E402
 
 # kind: (dataset ID, shape (z, y, x) normal, shape with --small)
 DATASETS = {
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int,
                         help="CPU threads of both pipelines' training and prediction (default: torch's default, all "
                              "cores); 1 keeps a run fair on a machine where other work competes for the cores")
-    parser.add_argument("--output-resolution", choices=("auto", "paper", "stride2", "refine"), default="auto",
+    parser.add_argument("--output-resolution", choices=OUTPUT_RESOLUTIONS, default="auto",
                         help="our side's sf3d_plan_and_preprocess --output-resolution (default auto: the planner's "
                              "choice)")
     args = parser.parse_args(argv)

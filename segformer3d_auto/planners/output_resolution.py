@@ -157,12 +157,10 @@ def choose_output_resolution(
 def _where_the_paper_grid_draws(rows: list[dict[str, Any]], admissible: list[int]) -> tuple[int, str]:
     """Step 1 of the rule: the refinement head where it is cheap and has a boundary to sharpen, else the paper's
     network; returns (index into ``rows``, reason)."""
-    paper, refine = rows[0], next((i for i, r in enumerate(rows) if r["name"] == "refine"), None)
+    paper, refine = rows[0], next(i for i, r in enumerate(rows) if r["name"] == "refine")
     if paper["ceiling_mean"] >= EXACT_CEILING:
         return 0, (f"the paper's grid loses nothing (ceiling {paper['ceiling_mean']:.4f}): the paper's network, "
                    "no boundary for a refinement head to sharpen")
-    if refine is None:
-        return 0, "the paper's grid draws the structures (the refinement head was not planned)"
     ratio = rows[refine]["training_gflops_per_voxel"] / paper["training_gflops_per_voxel"]
     if ratio > REFINE_BOUND:
         return 0, (f"the paper's grid draws the structures and the refinement head would cost {ratio:.2f}x its "
