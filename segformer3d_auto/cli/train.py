@@ -44,6 +44,9 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--lr", type=float, help="peak AdamW learning rate (default 1e-3, 1e-4 with --pretrained)")
     parser.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0.01)")
     parser.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs (default 10)")
+    parser.add_argument("--head-lr-scale", type=float,
+                        help="learning rate of the refinement head (plans that have one) over the network's "
+                             "(default 10)")
     parser.add_argument("--grad-clip", type=float, help="gradient-norm clip, 0 disables (default 1)")
     parser.add_argument("--save-every", type=int, help="write checkpoint_latest.pth every N epochs (default 5)")
     parser.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default cuda when available, else cpu")
@@ -102,8 +105,8 @@ def _main(argv: list[str] | None) -> int:
     if device == "cuda" and not torch.cuda.is_available():
         raise InputError("--device cuda: no CUDA device available")
     options = {k: getattr(args, k) for k in ("epochs", "iterations_per_epoch", "val_iterations", "batch_size", "lr",
-                                              "weight_decay", "warmup_epochs", "grad_clip", "save_every",
-                                              "mixed_precision", "num_workers", "seed", "pretrained",
+                                              "weight_decay", "warmup_epochs", "grad_clip", "head_lr_scale",
+                                              "save_every", "mixed_precision", "num_workers", "seed", "pretrained",
                                               "configuration", "early_stopping", "freeze_encoder_epochs")}
     try:
         config = TrainConfig(dataset_name="", fold=fold, device=device, time_budget=budget, loggers=loggers,

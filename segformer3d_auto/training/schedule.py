@@ -76,6 +76,7 @@ def next_learning_rate(previous: Sequence[float], base_lr: float, num_epochs: in
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Apply ``lr`` to every parameter group of ``optimizer``."""
+    """Apply ``lr`` to every parameter group of ``optimizer``, times the group's ``lr_scale`` where it has one
+    (the refinement head's group: :mod:`segformer3d_auto.training.optimizer`)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)

@@ -11,8 +11,8 @@ DATASET_JSON = {"channel_names": {"0": "MRI"}, "labels": {"background": 0, "a": 
                 "numTraining": 4}
 
 
-def _fingerprint(stride4: float, stride2: float) -> dict:
-    levels = {"4": ([4, 4, 4], stride4), "2": ([2, 2, 2], stride2), "1": ([1, 1, 1], 1.0)}
+def _fingerprint(stride4: float, stride2: float, full: float = 1.0) -> dict:
+    levels = {"4": ([4, 4, 4], stride4), "2": ([2, 2, 2], stride2), "1": ([1, 1, 1], full)}
     return {
         "spacings": [[1.0, 1.0, 1.0]] * 4,
         "shapes_after_crop": [[40, 40, 40]] * 4,
@@ -81,21 +81,27 @@ def test_low_ceiling_chooses_a_finer_output_and_records_every_candidate():
     assert abs(estimate.total_gb - config["memory"]["estimated_gb"]) < 1e-3
 
 
-def test_stride2_is_preferred_and_refinement_is_the_fallback():
-    # stride 2 reaches the tolerance: it is chosen (it learned more per CPU-second than refinement)
+def test_refinement_is_preferred_and_stride2_is_the_fallback():
+    # the paper's grid caps the score and both finer candidates reach the tolerance: the head is chosen (it learned
+    # more per CPU-second than stride 2 once it had its own learning rate)
     config = _config(_fingerprint(0.75, 0.985))
-    assert config["output_resolution"]["chosen"] == "stride2"
-    assert config["network"]["kwargs"]["patch_stride"][0] == [2, 2, 2]
-    assert "refine_channels" not in config["network"]["kwargs"]
-    # stride 2 still caps the score: the refinement head (nothing caps it) is planned instead
-    config = _config(_fingerprint(0.75, 0.9))
     assert config["output_resolution"]["chosen"] == "refine"
     assert config["network"]["kwargs"]["refine_channels"] > 0
     assert config["network"]["kwargs"]["patch_stride"][0] == [4, 4, 4]
+    # a level-1 ceiling below the tolerance (the rule reads the ceilings, whatever drew them): stride 2 instead
+    config = _config(_fingerprint(0.75, 0.985, full=0.95))
+    assert config["output_resolution"]["chosen"] == "stride2"
+    assert config["network"]["kwargs"]["patch_stride"][0] == [2, 2, 2]
+    assert "refine_channels" not in config["network"]["kwargs"]
+    # neither reaches it: the highest ceiling
+    config = _config(_fingerprint(0.75, 0.9, full=0.95))
+    assert config["output_resolution"]["chosen"] == "refine"
+    config = _config(_fingerprint(0.75, 0.96, full=0.95))
+    assert config["output_resolution"]["chosen"] == "stride2"
 
 
 def test_a_named_output_resolution_overrides_the_ceilings():
-    # the ceilings would pick stride 2; the user asks for the paper's network
+    # the ceilings would pick a finer output; the user asks for the paper's network
     config = _config(_fingerprint(0.75, 0.985), output_resolution="paper")
     assert config["output_resolution"]["chosen"] == "paper"
     assert config["output_resolution"]["reason"] == "chosen by --output-resolution"
