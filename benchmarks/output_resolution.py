@@ -13,10 +13,11 @@ scratch for the same budget of CPU seconds (``--budget-cpu-seconds``, start-up a
 training process runs on one thread, so CPU seconds rather than wall time are the budget, which keeps the
 comparison fair on a shared machine), predicts the held-out ``imagesTs`` without mirroring and scores them with
 ``sf3d_evaluate``. Two short calibration runs per candidate (2 and 12 iterations) gives its CPU seconds per iteration
-and its fixed cost. The table is markdown::
+and its fixed cost. ``--iterations N`` trains exactly N iterations instead (no calibration), for comparing
+training recipes at equal iterations. The table is markdown::
 
     python benchmarks/output_resolution.py [--datasets thin anatomy mri ct msd] [--budget-cpu-seconds 300]
-        [--ceilings-only] [--small] [--workdir DIR] [--train-args "--lr 1e-3 --warmup-epochs 2"]
+        [--iterations N] [--ceilings-only] [--small] [--workdir DIR] [--train-args "--lr 1e-3 --warmup-epochs 2"]
 
 ``--train-args`` appends options to the budgeted ``sf3d_train`` run (after the benchmark's own, so they win), for
 sweeping the training recipe; they are printed under the table. With ``--workdir``, a dataset already generated
@@ -136,14 +137,19 @@ def calibrate(name: str, work: Path, env: dict[str, str], common: list[str], ext
     return result
 
 
-def train_and_score(name: str, folder: Path, root: Path, work: Path, budget: float, extra: list[str]) -> dict:
-    """Calibrate, train fold 0 for ``budget`` CPU seconds, predict imagesTs, evaluate; returns the numbers."""
+def train_and_score(name: str, folder: Path, root: Path, work: Path, budget: float, extra: list[str],
+                    fixed_iterations: int | None = None) -> dict:
+    """Calibrate, train fold 0 for ``budget`` CPU seconds (or exactly ``fixed_iterations``, rounded down to whole
+    epochs, without calibrating), predict imagesTs, evaluate; returns the numbers."""
     env = dict(os.environ, SF3D_RAW=str(folder.parent), SF3D_PREPROCESSED=str(root),
                SF3D_RESULTS=str(work / "results"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     common = ["--device", "cpu", "--num-workers", "0", "--no-progress", "--val-iterations", "1"]
-    calibration = calibrate(name, work, env, common, extra)
-    per_iteration, fixed = calibration["per_iteration"], calibration["fixed"]
-    iterations = max(ITERATIONS_PER_EPOCH, math.floor((budget - fixed) / per_iteration))
+    if fixed_iterations is None:
+        calibration = calibrate(name, work, env, common, extra)
+        per_iteration, fixed = calibration["per_iteration"], calibration["fixed"]
+        iterations = max(ITERATIONS_PER_EPOCH, math.floor((budget - fixed) / per_iteration))
+    else:
+        iterations, per_iteration = fixed_iterations, None
     epochs = max(1, iterations // ITERATIONS_PER_EPOCH)
     shutil.rmtree(work / "results", ignore_errors=True)
     wall, used = run(cli("train", name, "0", "--epochs", str(epochs), "--iterations-per-epoch",
@@ -157,8 +163,10 @@ def train_and_score(name: str, folder: Path, root: Path, work: Path, budget: flo
     run(cli("evaluate", str(folder / "labelsTs"), str(prediction), "-d", name, "-o", str(summary_file), "-np", "1"),
         env, "sf3d_evaluate")
     summary = json.loads(summary_file.read_text())
-    return {"cpu_seconds": used, "wall_seconds": wall, "iterations": epochs * ITERATIONS_PER_EPOCH,
-            "cpu_per_iteration": per_iteration, "dice": summary["foreground_mean"]["Dice"],
+    trained = epochs * ITERATIONS_PER_EPOCH
+    return {"cpu_seconds": used, "wall_seconds": wall, "iterations": trained,
+            "cpu_per_iteration": per_iteration if per_iteration is not None else used / trained,
+            "dice": summary["foreground_mean"]["Dice"],
             "dice_per_class": {k: v["Dice"] for k, v in summary["mean"].items()}}
 
 
@@ -192,18 +200,21 @@ def run_dataset(kind: str, args: argparse.Namespace, work_root: Path) -> dict:
     for candidate in CANDIDATES:
         if candidate["name"] not in args.candidates:
             continue
-        log(f"{kind}: {candidate['name']}: {args.budget_cpu_seconds:g} CPU seconds of training")
+        length = (f"{args.iterations} iterations" if args.iterations else f"{args.budget_cpu_seconds:g} CPU seconds")
+        log(f"{kind}: {candidate['name']}: {length} of training")
         root = candidate_root(pre, name, work / candidate["name"] / "preprocessed", candidate)
         out["trained"][candidate["name"]] = train_and_score(name, folder, root, work / candidate["name"],
-                                                            args.budget_cpu_seconds, shlex.split(args.train_args))
+                                                            args.budget_cpu_seconds, shlex.split(args.train_args),
+                                                            args.iterations)
         log(f"{kind}: {candidate['name']}: Dice {out['trained'][candidate['name']]['dice']:.3f}")
     return out
 
 
-def table(results: list[dict], budget: float) -> str:
+def table(results: list[dict], budget: float, iterations: int | None = None) -> str:
     """Markdown: one row per dataset and candidate."""
+    length = f"{iterations} iterations" if iterations else f"{budget:g} CPU s"
     lines = ["| dataset | candidate | first stride | refine | ceiling mean (per class) | patch x batch | est. GB | "
-             f"train MFLOP/voxel | chosen | Dice after {budget:g} CPU s (iterations) |",
+             f"train MFLOP/voxel | chosen | Dice after {length} (iterations, CPU s) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         record = r["output_resolution"]
@@ -231,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                         default=[c["name"] for c in CANDIDATES], help="which candidates to train")
     parser.add_argument("--budget-cpu-seconds", type=float, default=300.0,
                         help="training budget per candidate and dataset, CPU seconds (default 300)")
+    parser.add_argument("--iterations", type=int,
+                        help="train exactly this many iterations per candidate (whole epochs of "
+                             f"{ITERATIONS_PER_EPOCH}) instead of the CPU budget: equal iterations, no calibration")
     parser.add_argument("--ceilings-only", action="store_true", help="plan only: ceilings and the choice")
     parser.add_argument("--small", action="store_true", help="smaller datasets (a quick check of the script)")
     parser.add_argument("-np", "--num-processes", type=int, default=2, help="-np of plan and preprocess")
@@ -241,13 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.budget_cpu_seconds <= 0 or args.num_processes < 1:
         parser.error("--budget-cpu-seconds and -np must be positive")
+    if args.iterations is not None and args.iterations < ITERATIONS_PER_EPOCH:
+        parser.error(f"--iterations must be at least {ITERATIONS_PER_EPOCH} (one epoch)")
     temporary = args.workdir is None
     work_root = Path(tempfile.mkdtemp(prefix="sf3d_outres_")) if temporary else args.workdir
     try:
         results = [run_dataset(kind, args, work_root) for kind in args.datasets]
         (work_root / "results.json").write_text(json.dumps(results, indent=2))
         load = os.getloadavg()
-        print(table(results, args.budget_cpu_seconds))
+        print(table(results, args.budget_cpu_seconds, args.iterations))
         print(f"\nload average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} "
               f"on {os.cpu_count()} cores; training on one thread per run")
         print(f"extra sf3d_train options: {args.train_args or '(none)'}")

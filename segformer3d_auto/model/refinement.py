@@ -4,8 +4,9 @@ SegFormer3D predicts on its first stage's grid (stride 4 in the paper) and upsam
 structures thinner than that grid cannot be drawn, however well the network is trained. This head adds what a
 U-Net's last decoder level has: a shallow convolutional stem on the image at full resolution, fused with the
 upsampled logits by one 3x3x3 convolution, and a 1x1x1 prediction added to those logits. Its last layer starts at
-zero, so an untrained head leaves the network's output unchanged. With 8 channels it has about 2,600 parameters
-for one image channel and three classes.
+zero, so an untrained head leaves the network's output unchanged; training gives it a learning rate of its own
+(``training/optimizer.py``), without which that zero start would keep its correction small through a short run.
+With 8 channels it has about 2,600 parameters for one image channel and three classes.
 """
 
 from __future__ import annotations
