@@ -139,8 +139,11 @@ def calibrate(name: str, work: Path, env: dict[str, str], common: list[str], ext
 
 def train_and_score(name: str, folder: Path, root: Path, work: Path, budget: float, extra: list[str],
                     fixed_iterations: int | None = None) -> dict:
-    """Calibrate, train fold 0 for ``budget`` CPU seconds (or exactly ``fixed_iterations``, rounded down to whole
-    epochs, without calibrating), predict imagesTs, evaluate; returns the numbers."""
+    """Train fold 0 for ``budget`` CPU seconds, predict imagesTs, evaluate; returns the numbers.
+
+    The budget becomes iterations through a calibration of the cost per iteration; ``fixed_iterations`` (rounded
+    down to whole epochs) replaces it, without calibrating.
+    """
     env = dict(os.environ, SF3D_RAW=str(folder.parent), SF3D_PREPROCESSED=str(root),
                SF3D_RESULTS=str(work / "results"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     common = ["--device", "cpu", "--num-workers", "0", "--no-progress", "--val-iterations", "1"]
@@ -165,7 +168,7 @@ def train_and_score(name: str, folder: Path, root: Path, work: Path, budget: flo
     summary = json.loads(summary_file.read_text())
     trained = epochs * ITERATIONS_PER_EPOCH
     return {"cpu_seconds": used, "wall_seconds": wall, "iterations": trained,
-            "cpu_per_iteration": per_iteration if per_iteration is not None else used / trained,
+            "cpu_per_iteration": per_iteration,  # calibrated; None with --iterations
             "dice": summary["foreground_mean"]["Dice"],
             "dice_per_class": {k: v["Dice"] for k, v in summary["mean"].items()}}
 

@@ -10,6 +10,8 @@ decay included); docs/training.md has the measurements.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -19,10 +21,19 @@ HEAD_LR_SCALE = 10.0
 
 def make_optimizer(network: nn.Module, lr: float, weight_decay: float,
                    head_lr_scale: float = HEAD_LR_SCALE) -> torch.optim.AdamW:
-    """AdamW over ``network``'s parameters; those of its refinement head (``network.refine``, where present) form
-    a second group whose ``lr_scale`` is ``head_lr_scale``.
+    """AdamW over ``network``'s parameters, the refinement head's (``network.refine``, where present) in a group
+    of their own.
 
     :func:`segformer3d_auto.training.schedule.set_learning_rate` multiplies each group's rate by its ``lr_scale``.
+
+    Args:
+        network: the model; its ``refine`` attribute, if not None, is the head.
+        lr: the network's learning rate.
+        weight_decay: AdamW's decoupled weight decay, the same for every group.
+        head_lr_scale: the head group's ``lr_scale``.
+
+    Returns:
+        The optimiser: one group (``lr_scale`` 1) without a head, the network then the head with one.
 
     Raises:
         ValueError: ``lr`` or ``head_lr_scale`` not positive, or ``weight_decay`` negative.
@@ -39,3 +50,37 @@ def make_optimizer(network: nn.Module, lr: float, weight_decay: float,
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]
     return optimizer
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, network: nn.Module, saved: dict[str, Any]) -> None:
+    """Restore ``saved`` (an optimiser's ``state_dict``) into ``optimizer`` from :func:`make_optimizer`, keeping
+    ``optimizer``'s ``lr_scale`` per group (so that ``--head-lr-scale`` on ``--continue`` takes effect).
+
+    A checkpoint written before the head had a group of its own holds one group over ``network.parameters()`` in
+    order; its per-parameter state (Adam's moments) is moved to the same parameters in the new groups.
+
+    Raises:
+        ValueError: ``saved`` does not hold one entry per parameter of ``network`` (another network).
+    """
+    scales = [group.get("lr_scale", 1.0) for group in optimizer.param_groups]
+    saved_groups = saved["param_groups"]
+    if len(saved_groups) == 1 and len(optimizer.param_groups) > 1:
+        position = {id(p): i for i, p in enumerate(network.parameters())}
+        if len(saved_groups[0]["params"]) != len(position):
+            raise ValueError(f"the saved optimiser holds {len(saved_groups[0]['params'])} parameters, the network "
+                             f"{len(position)}")
+        old_ids = saved_groups[0]["params"]
+        groups, state, index = [], {}, 0
+        for group in optimizer.param_groups:
+            ids = []
+            for p in group["params"]:
+                old = old_ids[position[id(p)]]
+                if old in saved["state"]:
+                    state[index] = saved["state"][old]
+                ids.append(index)
+                index += 1
+            groups.append({**saved_groups[0], "params": ids})
+        saved = {"state": state, "param_groups": groups}
+    optimizer.load_state_dict(saved)
+    for group, scale in zip(optimizer.param_groups, scales):
+        group["lr_scale"] = scale

@@ -41,7 +41,7 @@ from segformer3d_auto.training.early_stopping import early_stop_reason
 from segformer3d_auto.training.experiment_loggers import ExperimentLoggers, batch_overlays
 from segformer3d_auto.training.logger import TrainingLog
 from segformer3d_auto.training.losses import SegmentationLoss, pseudo_dice
-from segformer3d_auto.training.optimizer import make_optimizer
+from segformer3d_auto.training.optimizer import load_optimizer_state, make_optimizer
 from segformer3d_auto.training.pretrained import (
     channel_names,
     head_names,
@@ -167,8 +167,8 @@ class Trainer:
         state = load_checkpoint(path)
         try:
             self.network.load_state_dict(state["network_weights"])
-            if state.get("optimizer_state"):
-                self.optimizer.load_state_dict(state["optimizer_state"])
+            if state.get("optimizer_state") and not self.config.validate_only:
+                load_optimizer_state(self.optimizer, self.network, state["optimizer_state"])
         except (RuntimeError, ValueError, KeyError) as e:
             raise InputError(f"{path}: does not fit this network ({str(e).splitlines()[0]})") from None
         if self.scaler is not None and state.get("grad_scaler_state"):

@@ -93,11 +93,13 @@ def test_refinement_is_preferred_and_stride2_is_the_fallback():
     assert config["output_resolution"]["chosen"] == "stride2"
     assert config["network"]["kwargs"]["patch_stride"][0] == [2, 2, 2]
     assert "refine_channels" not in config["network"]["kwargs"]
-    # neither reaches it: the highest ceiling
+    # neither reaches it: the highest ceiling, and on a tie the head
     config = _config(_fingerprint(0.75, 0.9, full=0.95))
     assert config["output_resolution"]["chosen"] == "refine"
     config = _config(_fingerprint(0.75, 0.96, full=0.95))
     assert config["output_resolution"]["chosen"] == "stride2"
+    config = _config(_fingerprint(0.75, 0.95, full=0.95))
+    assert config["output_resolution"]["chosen"] == "refine"
 
 
 def test_a_named_output_resolution_overrides_the_ceilings():

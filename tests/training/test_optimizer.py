@@ -5,7 +5,7 @@ import torch
 
 from segformer3d_auto.model import create_model
 from segformer3d_auto.training.config import TrainConfig
-from segformer3d_auto.training.optimizer import make_optimizer
+from segformer3d_auto.training.optimizer import load_optimizer_state, make_optimizer
 from segformer3d_auto.training.schedule import set_learning_rate
 
 
@@ -50,6 +50,49 @@ def test_every_parameter_is_in_exactly_one_group():
     assert sorted(grouped) == sorted(id(p) for p in network.parameters())
     assert [group["lr"] for group in optimizer.param_groups] == pytest.approx([1e-3, 3e-3])
     assert {id(p) for p in optimizer.param_groups[1]["params"]} == {id(p) for p in network.refine.parameters()}
+
+
+def test_a_checkpoint_with_one_group_resumes_with_its_adam_moments_on_the_same_parameters():
+    # what sf3d_train saved before the head had a group of its own: one AdamW over network.parameters()
+    torch.manual_seed(0)
+    network = create_model("segformer3d_b0", in_channels=1, num_classes=3, refine_channels=8)
+    old = torch.optim.AdamW(network.parameters(), lr=1e-3)
+    _one_step(network, old)
+    _one_step(network, old)
+    new = make_optimizer(network, lr=1e-3, weight_decay=0.01)
+    load_optimizer_state(new, network, old.state_dict())
+    for p in network.parameters():
+        for key in ("exp_avg", "exp_avg_sq", "step"):
+            torch.testing.assert_close(new.state[p][key], old.state[p][key], rtol=0, atol=0)
+    assert [g["lr_scale"] for g in new.param_groups] == [1.0, 10.0]
+    set_learning_rate(new, 1e-4)
+    assert [g["lr"] for g in new.param_groups] == pytest.approx([1e-4, 1e-3])
+
+
+def test_a_resumed_run_takes_the_head_scale_it_is_given_not_the_saved_one():
+    network = create_model("segformer3d_b0", in_channels=1, num_classes=3, refine_channels=8)
+    saved = make_optimizer(network, lr=1e-3, weight_decay=0.01, head_lr_scale=10.0)
+    _one_step(network, saved)
+    resumed = make_optimizer(network, lr=1e-3, weight_decay=0.01, head_lr_scale=3.0)
+    load_optimizer_state(resumed, network, saved.state_dict())
+    set_learning_rate(resumed, 1e-3)
+    assert [g["lr"] for g in resumed.param_groups] == pytest.approx([1e-3, 3e-3])
+    p = network.refine.pred.weight
+    torch.testing.assert_close(resumed.state[p]["exp_avg"], saved.state[p]["exp_avg"], rtol=0, atol=0)
+
+
+def test_the_state_of_another_network_is_refused():
+    small = create_model("segformer3d_b0", in_channels=1, num_classes=2)
+    saved = torch.optim.AdamW(small.parameters(), lr=1e-3).state_dict()
+    network = create_model("segformer3d_b0", in_channels=1, num_classes=2, refine_channels=8)
+    with pytest.raises(ValueError, match="parameters"):
+        load_optimizer_state(make_optimizer(network, lr=1e-3, weight_decay=0.0), network, saved)
+
+
+def test_an_optimizer_without_scales_gets_the_rate_itself():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    set_learning_rate(optimizer, 0.03)
+    assert optimizer.param_groups[0]["lr"] == 0.03
 
 
 @pytest.mark.parametrize("kwargs", [{"lr": 0.0}, {"head_lr_scale": 0.0}, {"weight_decay": -1.0}])
