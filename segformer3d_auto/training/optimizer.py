@@ -84,3 +84,15 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, network: nn.Module, s
     optimizer.load_state_dict(saved)
     for group, scale in zip(optimizer.param_groups, scales):
         group["lr_scale"] = scale
+
+
+def flush_denormals() -> None:
+    """Make the CPU treat denormal floats as zero, for this process.
+
+    With the head at 10x the rate, some activations or gradients of the BraTS-like and CT plans drift into the
+    denormal range after a few epochs, where x86 CPUs compute many times slower: one-thread epochs of the BraTS-like
+    plan went from 8 s to 14-18 s, and stayed steady at 8 s with denormals flushed. Values below 1.2e-38 change
+    nothing that a float32 network computes.
+    """
+    torch.set_flush_denormal(True)
+

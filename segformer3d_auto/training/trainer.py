@@ -41,7 +41,7 @@ from segformer3d_auto.training.early_stopping import early_stop_reason
 from segformer3d_auto.training.experiment_loggers import ExperimentLoggers, batch_overlays
 from segformer3d_auto.training.logger import TrainingLog
 from segformer3d_auto.training.losses import SegmentationLoss, pseudo_dice
-from segformer3d_auto.training.optimizer import load_optimizer_state, make_optimizer
+from segformer3d_auto.training.optimizer import flush_denormals, load_optimizer_state, make_optimizer
 from segformer3d_auto.training.pretrained import (
     channel_names,
     head_names,
@@ -74,6 +74,8 @@ class Trainer:
         torch.manual_seed(config.seed + 1000 * self.rank)
         self.network = self._build_network()
         self.optimizer = make_optimizer(self.network, config.lr, config.weight_decay, config.head_lr_scale)
+        if self.device.type == "cpu":
+            flush_denormals()
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         regions = self.label_manager.foreground_regions if self.label_manager.has_regions else None

@@ -5,7 +5,7 @@ import torch
 
 from segformer3d_auto.model import create_model
 from segformer3d_auto.training.config import TrainConfig
-from segformer3d_auto.training.optimizer import load_optimizer_state, make_optimizer
+from segformer3d_auto.training.optimizer import flush_denormals, load_optimizer_state, make_optimizer
 from segformer3d_auto.training.schedule import set_learning_rate
 
 
@@ -103,3 +103,15 @@ def test_bad_arguments_are_rejected(kwargs):
     if "head_lr_scale" in kwargs:
         with pytest.raises(ValueError, match="head_lr_scale"):
             TrainConfig(dataset_name="Dataset001_X", fold=0, head_lr_scale=0.0)
+
+
+def test_denormals_are_flushed_to_zero_after_the_call():
+    tiny = torch.tensor([1e-40], dtype=torch.float32)  # a denormal float32
+    try:
+        torch.set_flush_denormal(False)
+        assert (tiny * 1.0).item() != 0.0
+        flush_denormals()
+        assert (tiny * 1.0).item() == 0.0
+    finally:
+        torch.set_flush_denormal(False)
+
