@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from segformer3d_auto.training.schedule import set_learning_rate
+
 HEAD_LR_SCALE = 10.0
 """Default ratio of the refinement head's learning rate to the rest of the network's (``--head-lr-scale``)."""
 
@@ -47,8 +49,7 @@ def make_optimizer(network: nn.Module, lr: float, weight_decay: float,
     if head_ids:
         groups.append({"params": list(head.parameters()), "lr_scale": float(head_lr_scale)})
     optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group["lr_scale"]
+    set_learning_rate(optimizer, lr)
     return optimizer
 
 
