@@ -94,6 +94,11 @@ def flush_denormals() -> None:
     denormal range after a few epochs, where x86 CPUs compute many times slower: one-thread epochs of the BraTS-like
     plan went from 8 s to 14-18 s, and stayed steady at 8 s with denormals flushed. Values below 1.2e-38 change
     nothing that a float32 network computes.
+
+    The setting belongs to each CPU thread, and PyTorch's intra-op threads copy the calling thread's when they
+    start (at the first parallel operation) and keep it. So call this before the process's first parallel
+    operation: called after it, only the calling thread flushed, and two-thread epochs of those plans still
+    doubled.
     """
     torch.set_flush_denormal(True)
 

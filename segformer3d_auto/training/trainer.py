@@ -64,6 +64,8 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, progress: bool = True, started: float | None = None) -> None:
+        if torch.device(config.device).type == "cpu":
+            flush_denormals()  # first of all: the CPU threads started by the first operations copy the setting
         self.config = config
         self.progress = progress
         self.paths = resolve_fold(config.dataset_name, config.fold, config.configuration)
@@ -74,8 +76,6 @@ class Trainer:
         torch.manual_seed(config.seed + 1000 * self.rank)
         self.network = self._build_network()
         self.optimizer = make_optimizer(self.network, config.lr, config.weight_decay, config.head_lr_scale)
-        if self.device.type == "cpu":
-            flush_denormals()
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
         regions = self.label_manager.foreground_regions if self.label_manager.has_regions else None
