@@ -20,6 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from segformer3d_auto.dataset.phantoms import thin_case  # noqa: E402
+from segformer3d_auto.evaluation.metrics import confusion_counts, dice_iou  # noqa: E402
 
 WINDOWS = {  # class: (name, lower bounds, upper bounds) of image / median tissue intensity
     1: ("ribbon", np.arange(1.2, 1.8, 0.05), [np.inf]),
@@ -27,10 +28,10 @@ WINDOWS = {  # class: (name, lower bounds, upper bounds) of image / median tissu
 }
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    """Dice of two boolean masks (1 where both are empty)."""
-    total = int(a.sum() + b.sum())
-    return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    """Dice of ``pred`` against ``ref`` (boolean masks), as ``sf3d_evaluate`` computes it."""
+    counts = confusion_counts(ref, pred)
+    return dice_iou(counts["TP"], counts["FP"], counts["FN"])[0]
 
 
 def best_windows(cases: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[float, float, float]]:

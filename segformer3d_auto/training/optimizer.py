@@ -101,4 +101,3 @@ def flush_denormals() -> None:
     doubled.
     """
     torch.set_flush_denormal(True)
-

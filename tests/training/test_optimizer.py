@@ -114,4 +114,3 @@ def test_denormals_are_flushed_to_zero_after_the_call():
         assert (tiny * 1.0).item() == 0.0
     finally:
         torch.set_flush_denormal(False)
-
