@@ -49,7 +49,7 @@ from segformer3d_auto.training.pretrained import (
     load_pretrained,
     set_encoder_frozen,
 )
-from segformer3d_auto.training.progress_plot import plot_progress
+from segformer3d_auto.training.progress_plot import ProgressPlot
 from segformer3d_auto.training.schedule import learning_rate, next_learning_rate, set_learning_rate
 from segformer3d_auto.training.setup import resolve_fold
 from segformer3d_auto.training.time_budget import TimeBudget, format_duration, validation_forward_passes
@@ -83,6 +83,7 @@ class Trainer:
                                      self.label_manager.ignore_label)
         log_file = self.paths.fold_folder / "training_log.txt" if dist.is_main() else None
         self.log = TrainingLog(log_file, self.label_manager.names)
+        self.progress_plot = ProgressPlot(self.paths.fold_folder / "progress.png")
         self.epoch = 0
         self.num_epochs = config.epochs
         self.stopped_early: str | None = None
@@ -255,6 +256,8 @@ class Trainer:
                 if hasattr(aug, "_finish"):
                     aug._finish()
         if self._stop_signal is not None:
+            if dist.is_main() and self.log.curves["train_loss"]:
+                self.progress_plot.update(self.log.curves, force=True)
             self.save(LATEST)
             self.log.write(f"stopped by signal {self._stop_signal}; latest checkpoint after epoch {self.epoch}")
             raise SystemExit(128 + self._stop_signal)
@@ -317,12 +320,12 @@ class Trainer:
                     print(message, file=sys.stderr, flush=True)
             if self.progress:
                 print(self.log.epoch_line(self.epoch - 1), file=sys.stderr, flush=True)
-            plot_progress(self.log.curves, self.paths.fold_folder / "progress.png")
+            last = self.epoch >= self.num_epochs or self.stopped_early is not None
+            self.progress_plot.update(self.log.curves, force=last)
             if not math.isnan(ema) and (math.isnan(best_before) or ema > best_before):
                 self.save(BEST)
             if loggers is not None:
                 loggers.log_epoch(self.log.curves, self.epoch - 1, self.log.class_names)
-                last = self.epoch >= self.num_epochs or self.stopped_early is not None
                 if c.val_iterations and (self.epoch % c.save_every == 0 or last):
                     loggers.log_images(batch_overlays(data, seg, logits, self.label_manager), self.epoch - 1)
             if self.epoch % c.save_every == 0 and self.epoch < self.num_epochs and self.stopped_early is None:

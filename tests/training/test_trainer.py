@@ -1,10 +1,13 @@
-"""The trainer's process-wide CPU setting, checked in a fresh process as ``sf3d_train`` starts one."""
+"""The trainer: its process-wide CPU setting (checked in a fresh process, as `sf3d_train` starts one) and its
+progress figure."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+
+import torch
 
 from tests.shared_data import shared_folder
 from tests.training.data import DATASET, prepared_roots
@@ -33,3 +36,24 @@ def test_every_cpu_thread_flushes_denormals_once_the_trainer_is_built(tmp_path_f
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[-1] == "0"
+
+
+def test_the_last_epoch_is_drawn_however_short_the_run(tmp_path_factory, monkeypatch):
+    # progress.png is redrawn at most every 30 s; the figure left behind must still show every epoch (fold "all":
+    # no final validation to wait for)
+    for key, value in prepared_roots(shared_folder(tmp_path_factory, "training_data")).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SF3D_RESULTS", str(tmp_path_factory.mktemp("results")))
+    from segformer3d_auto.training.config import TrainConfig
+    from segformer3d_auto.training.trainer import Trainer
+
+    config = TrainConfig(dataset_name=DATASET, fold="all", epochs=3, iterations_per_epoch=1, val_iterations=1,
+                         warmup_epochs=0, num_workers=0)
+    try:
+        trainer = Trainer(config, progress=False)
+        trainer.progress_plot.interval_s = 1e9  # only the first and the forced last redraw
+        trainer.run()
+    finally:
+        torch.set_flush_denormal(False)  # the trainer's process-wide setting, not this test process's
+    assert trainer.progress_plot.drawn_epochs == 3
+    assert (trainer.paths.fold_folder / "progress.png").read_bytes()[:4] == b"\x89PNG"
