@@ -40,10 +40,11 @@ def measure(dataset: str, iterations: int, warmup: int, num_workers: int | None,
     from segformer3d_auto.training.config import TrainConfig
     from segformer3d_auto.training.trainer import Trainer
 
+    # the whole augmentation pipeline, as after the augmentation warm-up: what most of a run's steps cost
     config = TrainConfig(dataset_name=dataset, fold=0, device=device, num_workers=num_workers, compile=compile_,
-                         mixed_precision=mixed_precision)
+                         mixed_precision=mixed_precision, augmentation_warmup=0)
     trainer = Trainer(config, progress=False)
-    train_aug, val_aug = trainer._loaders()
+    train_aug, val_aug = trainer.loaders()
     trainer.model.train()
     wait = 0.0
     for i in range(warmup + iterations):

@@ -47,6 +47,9 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--head-lr-scale", type=float,
                         help="learning rate of the refinement head (plans that have one) over the network's "
                              "(default 10)")
+    parser.add_argument("--augmentation-warmup", type=int, metavar="ITERATIONS",
+                        help="iterations trained on mirrored patches only before nnU-Net's spatial and intensity "
+                             "augmentation starts (default 1000; 0 = from the first)")
     parser.add_argument("--grad-clip", type=float, help="gradient-norm clip, 0 disables (default 1)")
     parser.add_argument("--save-every", type=int, help="write checkpoint_latest.pth every N epochs (default 5)")
     parser.add_argument("--device", choices=["cpu", "cuda", "mps"], help="default cuda when available, else cpu")
@@ -106,8 +109,9 @@ def _main(argv: list[str] | None) -> int:
         raise InputError("--device cuda: no CUDA device available")
     options = {k: getattr(args, k) for k in ("epochs", "iterations_per_epoch", "val_iterations", "batch_size", "lr",
                                               "weight_decay", "warmup_epochs", "grad_clip", "head_lr_scale",
-                                              "save_every", "mixed_precision", "num_workers", "seed", "pretrained",
-                                              "configuration", "early_stopping", "freeze_encoder_epochs")}
+                                              "augmentation_warmup", "save_every", "mixed_precision", "num_workers",
+                                              "seed", "pretrained", "configuration", "early_stopping",
+                                              "freeze_encoder_epochs")}
     try:
         config = TrainConfig(dataset_name="", fold=fold, device=device, time_budget=budget, loggers=loggers,
                              compile=args.compile, validate_only=args.validate_only,

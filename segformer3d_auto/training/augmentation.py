@@ -5,6 +5,9 @@ deformation, trilinear image / nearest label resampling, padding -1), Gaussian n
 brightness p 0.15, contrast p 0.15, low-resolution simulation p 0.25, inverted gamma p 0.1, gamma p 0.3, mirroring
 on the plan's axes. For anisotropic patches the spatial transform runs per slice (in-plane only, rotations up to
 180 degrees) and the low-resolution simulation leaves the slice axis alone.
+
+Without ``augment`` the pipeline only crops the patch's centre and mirrors it: what the first iterations of a run
+train on (``--augmentation-warmup``, docs/training.md).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from batchgenerators.transforms.color_transforms import (
     ContrastAugmentationTransform,
     GammaTransform,
 )
+from batchgenerators.transforms.crop_and_pad_transforms import CenterCropTransform
 from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
 from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
@@ -61,8 +65,19 @@ def enlarged_patch_size(patch_size: list[int], anisotropic: bool) -> list[int]:
 
 
 def training_transforms(patch_size: list[int], mirror_axes: list[int], anisotropic: bool,
-                        regions: bool) -> Compose:
-    """The training pipeline (batchgenerators Compose) ending in torch tensors."""
+                        regions: bool, augment: bool = True) -> Compose:
+    """The training pipeline (batchgenerators Compose) for patches cropped at :func:`enlarged_patch_size`.
+
+    Args:
+        patch_size: the network's patch.
+        mirror_axes: axes mirrored at random.
+        anisotropic: spatial transforms in-plane only.
+        regions: a region dataset.
+        augment: nnU-Net's spatial and intensity augmentation; without it the patch's centre, mirrored.
+    """
+    mirror = [MirrorTransform(tuple(int(a) for a in mirror_axes))] if mirror_axes else []
+    if not augment:
+        return Compose([CenterCropTransform(list(patch_size)), *mirror, RemoveLabelTransform(-1, 0)])
     spatial_kwargs = dict(
         do_elastic_deform=False, do_rotation=True, do_scale=True, scale=SCALE,
         border_mode_data="constant", border_cval_data=0, order_data=1,
@@ -90,9 +105,7 @@ def training_transforms(patch_size: list[int], mirror_axes: list[int], anisotrop
         GammaTransform((0.7, 1.5), invert_image=True, per_channel=True, retain_stats=True, p_per_sample=0.1),
         GammaTransform((0.7, 1.5), invert_image=False, per_channel=True, retain_stats=True, p_per_sample=0.3),
     ]
-    if mirror_axes:
-        transforms.append(MirrorTransform(tuple(int(a) for a in mirror_axes)))
-    transforms.append(RemoveLabelTransform(-1, 0))
+    transforms += [*mirror, RemoveLabelTransform(-1, 0)]
     return Compose(transforms)
 
 

@@ -12,6 +12,14 @@ from segformer3d_auto.training.optimizer import HEAD_LR_SCALE
 
 FOLD_ALL = "all"
 
+AUGMENTATION_WARMUP = 1000
+"""Training iterations before nnU-Net's spatial and intensity augmentation starts (mirroring from the first).
+
+Augmentation regularises a long run; at its start it only slows learning. Held-out mean Dice after the same
+iterations, augmentation from the first iteration vs mirroring only: thin structures 0.903 vs 0.948 (two seeds:
+0.882 vs 0.931), MNI anatomy 0.924 vs 0.941, BraTS-like 0.993 vs 0.997, CT 0.976 vs 0.988 (docs/training.md).
+1000 iterations are 4% of a default run (250 x 100), the whole of a few-minute CPU run."""
+
 
 @dataclass
 class TrainConfig:
@@ -22,7 +30,8 @@ class TrainConfig:
     and prostate-like datasets (and at least as fast among {1e-4, 3e-4, 1e-3} in earlier short runs), a short
     linear warm-up keeps the transformer from diverging in the first iterations, clipping at 1 is nnU-Net's
     transformer recipe, and the refinement head, which starts at zero, learns at ``head_lr_scale`` times the rate
-    (:mod:`segformer3d_auto.training.optimizer`).
+    (:mod:`segformer3d_auto.training.optimizer`). The first ``augmentation_warmup`` iterations train on mirrored
+    patches only (:data:`AUGMENTATION_WARMUP`).
     """
 
     dataset_name: str
@@ -38,6 +47,7 @@ class TrainConfig:
     poly_exponent: float = 0.9
     grad_clip: float = 1.0
     head_lr_scale: float = HEAD_LR_SCALE
+    augmentation_warmup: int = AUGMENTATION_WARMUP
     oversample_foreground: float = 0.33
     device: str = "cpu"
     num_workers: int | None = None
@@ -63,8 +73,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not self.head_lr_scale > 0:
             raise ValueError(f"head_lr_scale must be positive, got {self.head_lr_scale}")
-        if self.warmup_epochs < 0 or self.weight_decay < 0 or self.grad_clip < 0:
-            raise ValueError("warmup_epochs, weight_decay and grad_clip must be >= 0")
+        if self.warmup_epochs < 0 or self.weight_decay < 0 or self.grad_clip < 0 or self.augmentation_warmup < 0:
+            raise ValueError("warmup_epochs, weight_decay, grad_clip and augmentation_warmup must be >= 0")
         if not 0 <= self.oversample_foreground <= 1:
             raise ValueError(f"oversample_foreground must be in [0, 1], got {self.oversample_foreground}")
         if self.time_budget is not None and not self.time_budget > 0:

@@ -129,22 +129,46 @@ class Trainer:
         total = self.config.batch_size or int(self.plan.get("batch_size", 2))
         return max(1, total // self.world + (1 if self.rank < total % self.world else 0))
 
-    def _loaders(self) -> tuple[Augmenter, Augmenter]:
+    @property
+    def augmenting(self) -> bool:
+        """Whether this epoch trains with nnU-Net's augmentation: once ``augmentation_warmup`` iterations are done."""
+        return self.epoch * self.config.iterations_per_epoch >= self.config.augmentation_warmup
+
+    def loaders(self) -> tuple[Augmenter, Augmenter]:
+        """The training and validation batches of the current epoch (end them with ``_finish()`` when done)."""
+        return self._train_loader(), self._val_loader()
+
+    def _train_loader(self) -> Augmenter:
+        """Training batches, augmented as this epoch asks (:attr:`augmenting`)."""
         patch = [int(p) for p in self.plan["patch_size"]]
         anisotropic = bool(self.plan.get("anisotropic", False))
-        channels = int(self.plan["network"]["kwargs"].get("in_channels", 1))
-        workers = default_num_workers() if self.config.num_workers is None else self.config.num_workers
-        train_cases = PreprocessedCases(self.paths.data_folder, self.paths.train_cases)
-        val_cases = PreprocessedCases(self.paths.data_folder, self.paths.val_cases or self.paths.train_cases)
-        train = PatchLoader(train_cases, enlarged_patch_size(patch, anisotropic), self.batch_size,
-                            self.config.oversample_foreground, channels)
-        val = PatchLoader(val_cases, patch, self.batch_size, self.config.oversample_foreground, channels)
-        seed = self.config.seed + 100003 * self.rank + 1009 * self.epoch
+        cases = PreprocessedCases(self.paths.data_folder, self.paths.train_cases)
+        loader = PatchLoader(cases, enlarged_patch_size(patch, anisotropic), self.batch_size,
+                             self.config.oversample_foreground, self._in_channels)
         transform = training_transforms(patch, self.plan.get("mirror_axes", [0, 1, 2]), anisotropic,
-                                        self.label_manager.has_regions)
-        train_aug = make_augmenter(train, transform, workers, seed)
-        val_aug = make_augmenter(val, validation_transforms(), max(1, workers // 2) if workers else 0, seed + 1)
-        return train_aug, val_aug
+                                        self.label_manager.has_regions, augment=self.augmenting)
+        return make_augmenter(loader, transform, self._workers, self._seed)
+
+    def _val_loader(self) -> Augmenter:
+        """Pseudo-Dice batches from the validation cases (the training cases for fold ``all``)."""
+        cases = PreprocessedCases(self.paths.data_folder, self.paths.val_cases or self.paths.train_cases)
+        loader = PatchLoader(cases, [int(p) for p in self.plan["patch_size"]], self.batch_size,
+                             self.config.oversample_foreground, self._in_channels)
+        workers = max(1, self._workers // 2) if self._workers else 0
+        return make_augmenter(loader, validation_transforms(), workers, self._seed + 1)
+
+    @property
+    def _in_channels(self) -> int:
+        return int(self.plan["network"]["kwargs"].get("in_channels", 1))
+
+    @property
+    def _workers(self) -> int:
+        return default_num_workers() if self.config.num_workers is None else self.config.num_workers
+
+    @property
+    def _seed(self) -> int:
+        """Differs per rank and per epoch of the loaders' start, so that a resumed run draws new patches."""
+        return self.config.seed + 100003 * self.rank + 1009 * self.epoch
 
     # ---------------------------------------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
@@ -217,7 +241,8 @@ class Trainer:
         if self.epoch == 0:
             self.log.write(f"training {self.paths.dataset_name} {self.config.fold_name}: "
                            f"{len(self.paths.train_cases)} training / {len(self.paths.val_cases)} validation cases, "
-                           f"patch {self.plan['patch_size']}, batch {self.batch_size} x {self.world} rank(s)")
+                           f"patch {self.plan['patch_size']}, batch {self.batch_size} x {self.world} rank(s), "
+                           f"mirroring only for the first {self.config.augmentation_warmup} iterations")
             if self.pretrained_report is not None:
                 for line in self.pretrained_report.lines:
                     self.log.write(line)
@@ -236,7 +261,8 @@ class Trainer:
         return summary
 
     def _train_epochs(self) -> None:
-        train_aug, val_aug = self._loaders()
+        train_aug, val_aug = self.loaders()
+        built_for = self.augmenting
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         loggers = self._experiment_loggers()
         if self.budget is not None:
@@ -244,6 +270,12 @@ class Trainer:
         try:
             while self.epoch < self.num_epochs and self.stopped_early is None:
                 self._freeze_encoder(self.epoch < self.config.freeze_encoder_epochs)
+                if self.augmenting != built_for:  # the augmentation warm-up is over
+                    _finish(train_aug)
+                    train_aug, built_for = self._train_loader(), self.augmenting
+                    if dist.is_main():
+                        self.log.write(f"augmentation: nnU-Net's from iteration "
+                                       f"{self.epoch * self.config.iterations_per_epoch} on")
                 self._one_epoch(train_aug, val_aug, loggers)
                 if self._stop_signal is not None:
                     break
@@ -252,9 +284,7 @@ class Trainer:
                 loggers.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            for aug in (train_aug, val_aug):
-                if hasattr(aug, "_finish"):
-                    aug._finish()
+            _finish(train_aug, val_aug)
         if self._stop_signal is not None:
             if dist.is_main() and self.log.curves["train_loss"]:
                 self.progress_plot.update(self.log.curves, force=True)
@@ -417,6 +447,13 @@ class Trainer:
             dice = summary["foreground_mean"].get("Dice", float("nan"))
             self.log.write(f"validation mean foreground Dice {dice:.4f}")
         return summary
+
+
+def _finish(*augmenters: Augmenter) -> None:
+    """End the worker processes of multi-process augmenters."""
+    for augmenter in augmenters:
+        if hasattr(augmenter, "_finish"):
+            augmenter._finish()
 
 
 def _nan_low(value: float) -> float:

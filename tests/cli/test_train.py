@@ -117,6 +117,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path_factory, tmp_path, cli_main):
     assert "time budget '2x'" in error("0", "--time-budget", "2x")
     assert "needs --pretrained" in error("0", "--freeze-encoder-epochs", "2")
     assert "patience" in error("0", "--early-stopping", "0")
+    assert "augmentation_warmup" in error("0", "--augmentation-warmup", "-5")
     empty = {"SF3D_RAW": env["SF3D_RAW"], "SF3D_PREPROCESSED": str(tmp_path / "nothing"),
              "SF3D_RESULTS": str(tmp_path / "r")}
     assert "sf3d_plan_and_preprocess" in error("0", roots=empty)

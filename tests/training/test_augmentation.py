@@ -33,6 +33,34 @@ def test_training_transforms_crop_to_the_patch_and_keep_label_values():
         assert set(seg.unique().tolist()) <= {0.0, 1.0, 2.0}  # padding -1 became background
 
 
+def test_without_augment_a_patch_is_its_centre_mirrored_or_not():
+    # the augmentation warm-up's pipeline: no resampling and no intensity change, only flips of the centre crop
+    transform = training_transforms([8, 10, 12], [0, 1, 2], anisotropic=False, regions=False, augment=False)
+    np.random.seed(1)
+    flips = set()
+    for _ in range(12):
+        batch = _batch((14, 16, 18))
+        out = transform(**{k: v.copy() for k, v in batch.items()})
+        assert out["data"].shape == (2, 2, 8, 10, 12) and out["seg"].shape == (2, 1, 8, 10, 12)
+        for i in range(2):
+            centre = batch["data"][i, :, 3:11, 3:13, 3:15]
+            label = np.where(batch["seg"][i, :, 3:11, 3:13, 3:15] == -1, 0, batch["seg"][i, :, 3:11, 3:13, 3:15])
+            matches = [axes for axes in _axis_subsets(3) if np.array_equal(out["data"][i], _flip(centre, axes))]
+            assert len(matches) == 1, "not an exact flip of the centre crop"
+            assert np.array_equal(out["seg"][i], _flip(label, matches[0]))
+            flips.add(matches[0])
+    assert len(flips) > 2  # mirroring still happens
+
+
+def _axis_subsets(n: int) -> list[tuple[int, ...]]:
+    return [tuple(a for a in range(n) if mask >> a & 1) for mask in range(2**n)]
+
+
+def _flip(array: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``array`` (channels, z, y, x) mirrored along the spatial ``axes``."""
+    return np.flip(array, tuple(a + 1 for a in axes)) if axes else array
+
+
 def test_anisotropic_transforms_work_in_plane_and_keep_the_slices():
     """Every slice carries a rectangle labelled with its own value: an in-plane transform never moves a voxel to
     another slice, so each output slice holds its own value or background, however it is rotated, scaled or

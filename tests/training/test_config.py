@@ -29,3 +29,5 @@ def test_config_round_trips_and_checks_values():
         TrainConfig(dataset_name="D", fold=0, epochs=0)
     with pytest.raises(ValueError):
         TrainConfig(dataset_name="D", fold=0, oversample_foreground=1.5)
+    with pytest.raises(ValueError, match="augmentation_warmup"):
+        TrainConfig(dataset_name="D", fold=0, augmentation_warmup=-1)

@@ -88,7 +88,7 @@ def test_a_resumed_run_continues_the_schedule_where_it_stopped(tmp_path_factory,
                          warmup_epochs=1, lr=1e-3, num_workers=0, seed=3)
     first = Trainer(config, progress=False)
     first.paths.fold_folder.mkdir(parents=True)
-    train, val = first._loaders()
+    train, val = first.loaders()
     first._one_epoch(train, val)  # one of two epochs, then the process "dies" after saving
     first.save("checkpoint_latest.pth")
 
