@@ -46,7 +46,7 @@ def _main(argv: list[str] | None) -> int:
     parser.add_argument("--warmup-epochs", type=int, help="linear warm-up epochs (default 10)")
     parser.add_argument("--head-lr-scale", type=float,
                         help="learning rate of the refinement head (plans that have one) over the network's "
-                             "(default 10)")
+                             "(default 30)")
     parser.add_argument("--augmentation-warmup", type=int, metavar="ITERATIONS",
                         help="iterations trained on mirrored patches only before nnU-Net's spatial and intensity "
                              "augmentation starts (default 1000; 0 = from the first)")
