@@ -21,7 +21,7 @@ def _one_step(network: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dic
     return {k: (v.detach() - before[k]).abs() for k, v in network.named_parameters()}
 
 
-def test_the_zero_started_head_moves_ten_times_as_far_per_step_as_the_network():
+def test_the_zero_started_head_moves_thirty_times_as_far_per_step_as_the_network():
     torch.manual_seed(0)
     network = create_model("segformer3d_b0", in_channels=1, num_classes=3, refine_channels=8)
     optimizer = make_optimizer(network, lr=1e-3, weight_decay=0.0)
@@ -29,8 +29,8 @@ def test_the_zero_started_head_moves_ten_times_as_far_per_step_as_the_network():
     moved = _one_step(network, optimizer)
     # Adam's first step moves a weight by lr * g / (|g| + eps): the rate itself wherever the gradient is not tiny
     head_move = moved["refine.pred.weight"]
-    assert head_move.max() == pytest.approx(2e-3, rel=1e-3)
-    assert head_move.min() > 1e-3
+    assert head_move.max() == pytest.approx(6e-3, rel=1e-3)
+    assert head_move.min() > 3e-3
     network_move = torch.cat([v.flatten() for k, v in moved.items() if not k.startswith("refine.")])
     assert network_move.max() == pytest.approx(2e-4, rel=1e-3)
 
@@ -64,9 +64,9 @@ def test_a_checkpoint_with_one_group_resumes_with_its_adam_moments_on_the_same_p
     for p in network.parameters():
         for key in ("exp_avg", "exp_avg_sq", "step"):
             torch.testing.assert_close(new.state[p][key], old.state[p][key], rtol=0, atol=0)
-    assert [g["lr_scale"] for g in new.param_groups] == [1.0, 10.0]
+    assert [g["lr_scale"] for g in new.param_groups] == [1.0, 30.0]
     set_learning_rate(new, 1e-4)
-    assert [g["lr"] for g in new.param_groups] == pytest.approx([1e-4, 1e-3])
+    assert [g["lr"] for g in new.param_groups] == pytest.approx([1e-4, 3e-3])
 
 
 def test_a_resumed_run_takes_the_head_scale_it_is_given_not_the_saved_one():
