@@ -37,6 +37,7 @@ def measure(dataset: str, iterations: int, warmup: int, num_workers: int | None,
     """Run ``warmup + iterations`` training steps; returns it/s, data-wait share and peak memory."""
     import torch
 
+    from segformer3d_auto.training.augmentation import end_augmenters
     from segformer3d_auto.training.config import TrainConfig
     from segformer3d_auto.training.trainer import Trainer
 
@@ -60,9 +61,7 @@ def measure(dataset: str, iterations: int, warmup: int, num_workers: int | None,
     if device == "cuda":
         torch.cuda.synchronize()
     total = time.perf_counter() - start
-    for aug in (train_aug, val_aug):
-        if hasattr(aug, "_finish"):
-            aug._finish()
+    end_augmenters(train_aug, val_aug)
     peak = (torch.cuda.max_memory_allocated() / 2**30 if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
     return {"it_per_s": iterations / total, "data_wait_share": wait / total, "peak_gb": peak,

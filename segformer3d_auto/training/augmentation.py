@@ -141,6 +141,13 @@ def make_augmenter(loader: DataLoader, transform: Compose, num_workers: int, see
                                   pin_memory=False)
 
 
+def end_augmenters(*augmenters: Augmenter) -> None:
+    """End the worker processes of the multi-process ones among ``augmenters`` (the others have none)."""
+    for augmenter in augmenters:
+        if hasattr(augmenter, "_finish"):
+            augmenter._finish()
+
+
 def default_num_workers() -> int:
     """Worker processes for data augmentation: the CPU count minus one for training, at most 12."""
     count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -30,6 +30,7 @@ from segformer3d_auto.training.augmentation import (
     Augmenter,
     batch_to_tensors,
     default_num_workers,
+    end_augmenters,
     enlarged_patch_size,
     make_augmenter,
     training_transforms,
@@ -130,12 +131,18 @@ class Trainer:
         return max(1, total // self.world + (1 if self.rank < total % self.world else 0))
 
     @property
+    def iterations_done(self) -> int:
+        """Training iterations of the finished epochs."""
+        return self.epoch * self.config.iterations_per_epoch
+
+    @property
     def augmenting(self) -> bool:
         """Whether this epoch trains with nnU-Net's augmentation: once ``augmentation_warmup`` iterations are done."""
-        return self.epoch * self.config.iterations_per_epoch >= self.config.augmentation_warmup
+        return self.iterations_done >= self.config.augmentation_warmup
 
     def loaders(self) -> tuple[Augmenter, Augmenter]:
-        """The training and validation batches of the current epoch (end them with ``_finish()`` when done)."""
+        """The training and validation batches of the current epoch (end them with
+        :func:`~segformer3d_auto.training.augmentation.end_augmenters`)."""
         return self._train_loader(), self._val_loader()
 
     def _train_loader(self) -> Augmenter:
@@ -271,11 +278,10 @@ class Trainer:
             while self.epoch < self.num_epochs and self.stopped_early is None:
                 self._freeze_encoder(self.epoch < self.config.freeze_encoder_epochs)
                 if self.augmenting != built_for:  # the augmentation warm-up is over
-                    _finish(train_aug)
+                    end_augmenters(train_aug)
                     train_aug, built_for = self._train_loader(), self.augmenting
                     if dist.is_main():
-                        self.log.write(f"augmentation: nnU-Net's from iteration "
-                                       f"{self.epoch * self.config.iterations_per_epoch} on")
+                        self.log.write(f"augmentation: nnU-Net's from iteration {self.iterations_done} on")
                 self._one_epoch(train_aug, val_aug, loggers)
                 if self._stop_signal is not None:
                     break
@@ -284,7 +290,7 @@ class Trainer:
                 loggers.close()
             for s, handler in previous.items():
                 signal.signal(s, handler)
-            _finish(train_aug, val_aug)
+            end_augmenters(train_aug, val_aug)
         if self._stop_signal is not None:
             if dist.is_main() and self.log.curves["train_loss"]:
                 self.progress_plot.update(self.log.curves, force=True)
@@ -447,13 +453,6 @@ class Trainer:
             dice = summary["foreground_mean"].get("Dice", float("nan"))
             self.log.write(f"validation mean foreground Dice {dice:.4f}")
         return summary
-
-
-def _finish(*augmenters: Augmenter) -> None:
-    """End the worker processes of multi-process augmenters."""
-    for augmenter in augmenters:
-        if hasattr(augmenter, "_finish"):
-            augmenter._finish()
 
 
 def _nan_low(value: float) -> float:
