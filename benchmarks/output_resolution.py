@@ -19,6 +19,9 @@ training recipes at equal iterations. The table is markdown::
     python benchmarks/output_resolution.py [--datasets thin anatomy mri ct msd] [--budget-cpu-seconds 300]
         [--iterations N] [--ceilings-only] [--small] [--workdir DIR] [--train-args "--lr 1e-3 --warmup-epochs 2"]
 
+``--anatomy-noise 0`` generates the anatomy's cases without image noise (same anatomy, labels and bias), which
+shows how much of the error the noise causes.
+
 ``--train-args`` appends options to the budgeted ``sf3d_train`` run (after the benchmark's own, so they win), for
 sweeping the training recipe; they are printed under the table. With ``--workdir``, a dataset already generated
 and planned there is reused, and so is a candidate's calibration (unless ``--train-args`` sets ``--batch-size``,
@@ -42,7 +45,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from segformer3d_auto.dataset.anatomy import make_anatomy_dataset  # noqa: E402
+from segformer3d_auto.dataset.anatomy import NOISE, make_anatomy_dataset  # noqa: E402
 from segformer3d_auto.dataset.synthetic import (  # noqa: E402
     make_ct_dataset,
     make_mri_regions_dataset,
@@ -62,13 +65,14 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def make_dataset(kind: str, raw: Path, small: bool) -> Path:
+def make_dataset(kind: str, raw: Path, small: bool, anatomy_noise: float = NOISE) -> Path:
     """Generate one dataset into ``raw``; returns its folder."""
     counts = {"num_cases": 4, "num_test_cases": 2} if small else {"num_cases": 8, "num_test_cases": 4}
     if kind == "thin":
         return make_thin_dataset(raw, dataset_id=701, shape=(32,) * 3 if small else (48,) * 3, **counts)
     if kind == "anatomy":
-        return make_anatomy_dataset(raw, dataset_id=702, spacing=3.0 if small else 2.0, **counts)
+        return make_anatomy_dataset(raw, dataset_id=702, spacing=3.0 if small else 2.0, noise=anatomy_noise,
+                                    **counts)
     if kind == "mri":
         return make_mri_regions_dataset(raw, dataset_id=703, shape=(32,) * 3 if small else (64,) * 3, **counts)
     if kind == "ct":
@@ -179,20 +183,26 @@ def run_dataset(kind: str, args: argparse.Namespace, work_root: Path) -> dict:
     pre = work / "preprocessed"
     planned = work / "planned.json"
     if planned.is_file():  # generated and planned by an earlier run with this --workdir: reuse
-        folder = Path(json.loads(planned.read_text())["folder"])
+        record = json.loads(planned.read_text())
+        folder = Path(record["folder"])
         name = folder.name
-        wall, cpu = json.loads(planned.read_text())["seconds"]
+        wall, cpu = record["seconds"]
+        made_with = record.get("anatomy_noise", NOISE)
+        if kind == "anatomy" and made_with != args.anatomy_noise:
+            raise SystemExit(f"{planned}: generated with --anatomy-noise {made_with}, not {args.anatomy_noise}; "
+                             "use another --workdir")
         log(f"{kind}: reusing {name} planned in {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
-        folder = make_dataset(kind, work / "raw", args.small)
+        folder = make_dataset(kind, work / "raw", args.small, args.anatomy_noise)
         name = folder.name
         env = dict(os.environ, SF3D_RAW=str(folder.parent), SF3D_PREPROCESSED=str(pre),
                    SF3D_RESULTS=str(work / "res"))
         log(f"{kind}: plan and preprocess {name}")
         wall, cpu = run(cli("plan_and_preprocess", "-d", name, "-np", str(args.num_processes)), env,
                         "sf3d_plan_and_preprocess")
-        planned.write_text(json.dumps({"folder": str(folder), "seconds": [wall, cpu]}))
+        planned.write_text(json.dumps({"folder": str(folder), "seconds": [wall, cpu],
+                                       "anatomy_noise": args.anatomy_noise}))
     config = json.loads((pre / name / "plans.json").read_text())["configurations"]["3d_fullres"]
     fingerprint = json.loads((pre / name / "dataset_fingerprint.json").read_text())
     out = {"dataset": name, "plan_seconds": wall, "plan_cpu_seconds": cpu,
@@ -248,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--iterations", type=int,
                         help="train exactly this many iterations per candidate (whole epochs of "
                              f"{ITERATIONS_PER_EPOCH}) instead of the CPU budget: equal iterations, no calibration")
+    parser.add_argument("--anatomy-noise", type=float, default=NOISE,
+                        help=f"relative noise of the anatomy's images (default {NOISE}; 0: noise-free images of the "
+                             "same cases, which shows how much of the error the noise causes)")
     parser.add_argument("--ceilings-only", action="store_true", help="plan only: ceilings and the choice")
     parser.add_argument("--small", action="store_true", help="smaller datasets (a quick check of the script)")
     parser.add_argument("-np", "--num-processes", type=int, default=2, help="-np of plan and preprocess")
@@ -256,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-args", default="",
                         help='extra sf3d_train options for the budgeted run, e.g. "--lr 1e-3 --warmup-epochs 2"')
     args = parser.parse_args(argv)
-    if args.budget_cpu_seconds <= 0 or args.num_processes < 1:
-        parser.error("--budget-cpu-seconds and -np must be positive")
+    if args.budget_cpu_seconds <= 0 or args.num_processes < 1 or args.anatomy_noise < 0:
+        parser.error("--budget-cpu-seconds and -np must be positive, --anatomy-noise not negative")
     if args.iterations is not None and args.iterations < ITERATIONS_PER_EPOCH:
         parser.error(f"--iterations must be at least {ITERATIONS_PER_EPOCH} (one epoch)")
     temporary = args.workdir is None

@@ -29,6 +29,8 @@ from segformer3d_auto.dataset.phantoms import smooth_noise
 from segformer3d_auto.paths import dataset_name
 
 TEMPLATE_FILES = {kind: f"mni_icbm152_{kind}_tal_nlin_sym_09a_converted.nii.gz" for kind in ("t1", "gm", "wm")}
+NOISE = 0.03
+"""Default relative standard deviation of the images' multiplicative noise (a little spatially correlated)."""
 LICENCE = ("MNI ICBM152 2009a template: Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, "
            "Montreal Neurological Institute, McGill University. Permission to use, copy, modify and distribute "
            "with this notice. Shipped by nilearn (BSD).")
@@ -69,12 +71,18 @@ def load_template() -> tuple[dict[str, np.ndarray], tuple[float, float, float]]:
 
 def anatomy_case(rng: np.random.Generator, template: dict[str, np.ndarray],
                  template_spacing: tuple[float, float, float], spacing: float,
-                 deformation_mm: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+                 deformation_mm: float = 3.0, noise: float = NOISE) -> tuple[np.ndarray, np.ndarray]:
     """One case: (1, z, y, x) T1 image and labels 1 grey / 2 white matter at ``spacing`` mm.
 
     A smooth random displacement (up to about ``deformation_mm``), a rotation of up to 5 degrees about the
-    template's centre, a bias field, intensity scale and noise make each case differ.
+    template's centre, a bias field, intensity scale and multiplicative noise (standard deviation ``noise``,
+    drawn last, so that a case without it has the same anatomy, labels and bias) make each case differ.
+
+    Raises:
+        ValueError: for a negative ``noise``.
     """
+    if noise < 0:
+        raise ValueError(f"noise must be >= 0, got {noise}")
     src_shape = np.asarray(template["t1"].shape, dtype=float)
     src_spacing = np.asarray(template_spacing)
     extent = src_shape * src_spacing
@@ -100,26 +108,32 @@ def anatomy_case(rng: np.random.Generator, template: dict[str, np.ndarray],
     t1 = warped["t1"]
     brain = t1 > 0.02 * float(t1.max())
     bias = 1.0 + 0.08 * smooth_noise(rng, shape, sigma=max(shape) / 4)
-    image = t1 * bias * rng.uniform(0.8, 1.2) * (1 + 0.03 * smooth_noise(rng, shape, sigma=0.6))
+    image = t1 * bias * rng.uniform(0.8, 1.2)
+    if noise:
+        image = image * (1 + noise * smooth_noise(rng, shape, sigma=0.6))
     return np.where(brain, np.maximum(image, 0.0), 0.0).astype(np.float32)[None], seg
 
 
 def make_anatomy_dataset(raw_root: str | Path, dataset_id: int = 504, num_cases: int = 6, spacing: float = 2.0,
-                         num_test_cases: int = 2, seed: int = 0) -> Path:
+                         num_test_cases: int = 2, seed: int = 0, noise: float = NOISE) -> Path:
     """Write ``Dataset{ID}_MNIAnatomy`` (T1, grey / white matter) under ``raw_root``; returns its folder.
 
+    ``noise`` is the image noise's relative standard deviation; 0 gives noise-free images of the same cases, which
+    tells how much of a model's error the noise causes (``benchmarks/output_resolution.py --anatomy-noise``).
+
     Raises:
-        ValueError: for bad counts or spacing, or without nilearn (the ``anatomy`` extra).
+        ValueError: for bad counts, spacing or noise, or without nilearn (the ``anatomy`` extra).
     """
-    if num_cases < 1 or num_test_cases < 0 or spacing <= 0:
-        raise ValueError(f"need num_cases >= 1, num_test_cases >= 0, spacing > 0; got {num_cases}, "
-                         f"{num_test_cases}, {spacing}")
+    if num_cases < 1 or num_test_cases < 0 or spacing <= 0 or noise < 0:
+        raise ValueError(f"need num_cases >= 1, num_test_cases >= 0, spacing > 0, noise >= 0; got {num_cases}, "
+                         f"{num_test_cases}, {spacing}, {noise}")
     template, template_spacing = load_template()
     folder = Path(raw_root) / dataset_name(dataset_id, "MNIAnatomy")
     props = {"spacing": [float(spacing)] * 3, "origin": [0.0, 0.0, 0.0], "direction": [1.0, 0, 0, 0, 1.0, 0, 0, 0, 1.0]}
     # the template and the spacing set each case's shape: the geometry only gives the header
     write_cases(folder, "mni", seed, num_cases, num_test_cases,
-                lambda rng, _shape: anatomy_case(rng, template, template_spacing, spacing), lambda rng: ((), props))
+                lambda rng, _shape: anatomy_case(rng, template, template_spacing, spacing, noise=noise),
+                lambda rng: ((), props))
     write_json({
         "channel_names": {"0": "T1"},
         "labels": {"background": 0, "grey matter": 1, "white matter": 2},

@@ -140,6 +140,25 @@ def test_anatomy_case_from_a_template(tmp_path):
     assert image[0][seg == 2].mean() > image[0][seg == 1].mean()
 
 
+def test_anatomy_noise_changes_only_the_image_by_its_amount():
+    # the same case with and without noise: identical labels, and images whose ratio inside the brain is
+    # 1 + noise x (unit-variance noise), so its standard deviation is close to the noise asked for
+    shape = (40, 48, 44)
+    c = np.asarray(shape) / 2
+    wm = ellipsoid(shape, c, np.asarray(shape) * 0.3).astype(np.float32)
+    gm = ellipsoid(shape, c, np.asarray(shape) * 0.4).astype(np.float32) - wm
+    template = {"t1": 0.5 * gm + 1.0 * wm + 0.2 * ellipsoid(shape, c, np.asarray(shape) * 0.45), "gm": gm, "wm": wm}
+    clean, seg_clean = anatomy_case(np.random.default_rng(3), template, (1.0, 1.0, 1.0), 2.0, noise=0.0)
+    noisy, seg_noisy = anatomy_case(np.random.default_rng(3), template, (1.0, 1.0, 1.0), 2.0, noise=0.1)
+    np.testing.assert_array_equal(seg_clean, seg_noisy)
+    brain = clean[0] > 0
+    assert brain.sum() > 1000
+    ratio = noisy[0][brain] / clean[0][brain]
+    assert abs(float(ratio.mean()) - 1.0) < 0.02 and 0.07 < float(ratio.std()) < 0.13
+    with pytest.raises(ValueError, match="noise"):
+        anatomy_case(np.random.default_rng(3), template, (1.0, 1.0, 1.0), 2.0, noise=-0.1)
+
+
 def test_anatomy_needs_nilearn_and_says_so(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ValueError, match=r"\[anatomy\]"):
