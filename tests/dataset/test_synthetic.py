@@ -124,15 +124,19 @@ def test_thin_dataset_has_structures_below_the_paper_grid(tmp_path):
     assert images[0][seg == 1].mean() > 1.3 * images[0][(seg == 0) & (images[0] > 0)].mean()
 
 
-def test_anatomy_case_from_a_template(tmp_path):
-    # a stand-in template of the same kind (T1 and grey / white probability maps at 1 mm): white matter inside
-    # a grey shell; the case at 2 mm must label the shell grey and the core white, on a half-size grid
+def _stand_in_template() -> dict[str, np.ndarray]:
+    """A template of the MNI one's kind (T1 and grey / white probability maps at 1 mm), 40x48x44: white matter
+    inside a grey shell."""
     shape = (40, 48, 44)
     c = np.asarray(shape) / 2
     wm = ellipsoid(shape, c, np.asarray(shape) * 0.3).astype(np.float32)
     gm = ellipsoid(shape, c, np.asarray(shape) * 0.4).astype(np.float32) - wm
-    t1 = 0.5 * gm + 1.0 * wm + 0.2 * ellipsoid(shape, c, np.asarray(shape) * 0.45)
-    image, seg = anatomy_case(np.random.default_rng(0), {"t1": t1, "gm": gm, "wm": wm}, (1.0, 1.0, 1.0), 2.0,
+    return {"t1": 0.5 * gm + 1.0 * wm + 0.2 * ellipsoid(shape, c, np.asarray(shape) * 0.45), "gm": gm, "wm": wm}
+
+
+def test_anatomy_case_from_a_template(tmp_path):
+    # the case at 2 mm must label the stand-in's shell grey and its core white, on a half-size grid
+    image, seg = anatomy_case(np.random.default_rng(0), _stand_in_template(), (1.0, 1.0, 1.0), 2.0,
                               deformation_mm=1.0)
     assert image.shape == (1, 20, 24, 22) and seg.shape == (20, 24, 22)
     centre = tuple(s // 2 for s in seg.shape)
@@ -143,11 +147,7 @@ def test_anatomy_case_from_a_template(tmp_path):
 def test_anatomy_noise_changes_only_the_image_by_its_amount():
     # the same case with and without noise: identical labels, and images whose ratio inside the brain is
     # 1 + noise x (unit-variance noise), so its standard deviation is close to the noise asked for
-    shape = (40, 48, 44)
-    c = np.asarray(shape) / 2
-    wm = ellipsoid(shape, c, np.asarray(shape) * 0.3).astype(np.float32)
-    gm = ellipsoid(shape, c, np.asarray(shape) * 0.4).astype(np.float32) - wm
-    template = {"t1": 0.5 * gm + 1.0 * wm + 0.2 * ellipsoid(shape, c, np.asarray(shape) * 0.45), "gm": gm, "wm": wm}
+    template = _stand_in_template()
     clean, seg_clean = anatomy_case(np.random.default_rng(3), template, (1.0, 1.0, 1.0), 2.0, noise=0.0)
     noisy, seg_noisy = anatomy_case(np.random.default_rng(3), template, (1.0, 1.0, 1.0), 2.0, noise=0.1)
     np.testing.assert_array_equal(seg_clean, seg_noisy)
