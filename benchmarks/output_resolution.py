@@ -9,12 +9,11 @@ candidate (``paper``: first stride 4; ``refine``: plus the full-resolution refin
 training FLOPs per voxel, and which candidate the planner chose.
 
 Unless ``--ceilings-only``, it then trains fold 0 of each candidate (``--candidates``, default all three) from
-scratch for the same budget of CPU seconds (``--budget-cpu-seconds``, start-up and final validation included; the
-training process runs on one thread, so CPU seconds rather than wall time are the budget, which keeps the
-comparison fair on a shared machine), predicts the held-out ``imagesTs`` without mirroring and scores them with
-``sf3d_evaluate``. Two short calibration runs per candidate (2 and 12 iterations) gives its CPU seconds per iteration
-and its fixed cost. ``--iterations N`` trains exactly N iterations instead (no calibration), for comparing
-training recipes at equal iterations. The table is markdown::
+scratch for the same budget of CPU seconds (``--budget-cpu-seconds``, start-up and final validation included:
+``sf3d_train --time-budget S --budget-clock cpu`` on one thread, which fits its epochs to the budget as it goes;
+CPU seconds rather than wall time keep the comparison fair on a shared machine), predicts the held-out ``imagesTs``
+without mirroring and scores them with ``sf3d_evaluate``. ``--iterations N`` trains exactly N iterations instead,
+for comparing training recipes at equal iterations. The table is markdown::
 
     python benchmarks/output_resolution.py [--datasets thin anatomy mri ct msd] [--budget-cpu-seconds 300]
         [--iterations N] [--ceilings-only] [--small] [--workdir DIR] [--train-args "--lr 1e-3 --warmup-epochs 2"]
@@ -24,16 +23,15 @@ shows how much of the error the noise causes.
 
 ``--train-args`` appends options to the budgeted ``sf3d_train`` run (after the benchmark's own, so they win), for
 sweeping the training recipe; they are printed under the table. With ``--workdir``, a dataset already generated
-and planned there is reused, and so is a candidate's calibration (unless ``--train-args`` sets ``--batch-size``,
-the one option here that changes the cost of an iteration).
+and planned there is reused.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
+import re
 import resource
 import shlex
 import shutil
@@ -56,8 +54,11 @@ from segformer3d_auto.planners.output_resolution import CANDIDATES  # noqa: E402
 from segformer3d_auto.planners.planner import plan_network  # noqa: E402
 
 ITERATIONS_PER_EPOCH = 25
-CALIBRATION = (2, 12)
-"""Iterations of the two calibration runs: the difference of their CPU seconds gives the cost per iteration."""
+"""Epoch length of the ``--iterations`` runs."""
+BUDGET_ITERATIONS_PER_EPOCH = 10
+"""Epoch length of the budget runs (``benchmarks/compare_nnunet.py``'s default): short epochs let the budget's plan
+end close to it."""
+EPOCH_LINE = re.compile(r" epoch \d+ train_loss=")
 
 
 def log(message: str) -> None:
@@ -121,47 +122,28 @@ def candidate_root(pre: Path, name: str, root: Path, candidate: dict) -> Path:
     return root
 
 
-def calibrate(name: str, work: Path, env: dict[str, str], common: list[str], extra: list[str]) -> dict[str, float]:
-    """CPU seconds per iteration and fixed cost, from two short runs; kept in ``work`` for the next sweep run."""
-    cost_args = [a for i, a in enumerate(extra) if a == "--batch-size" or (i and extra[i - 1] == "--batch-size")]
-    cache = work / ("calibration" + "".join(cost_args) + ".json")
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    cpu = {}
-    for k in CALIBRATION:
-        shutil.rmtree(work / "results", ignore_errors=True)
-        _, cpu[k] = run(cli("train", name, "0", "--epochs", "1", "--iterations-per-epoch", str(k),
-                            "--warmup-epochs", "1", *common, *cost_args), env, "sf3d_train (calibration)")
-    low, high = CALIBRATION
-    slope = (cpu[high] - cpu[low]) / (high - low)
-    # a non-positive slope (noise on a loaded machine) falls back to the whole run's cost per iteration
-    per_iteration = slope if slope > 0 else cpu[high] / high
-    result = {"per_iteration": per_iteration, "fixed": max(cpu[low] - low * per_iteration, 0.0)}
-    cache.write_text(json.dumps(result))
-    return result
-
-
 def train_and_score(name: str, folder: Path, root: Path, work: Path, budget: float, extra: list[str],
                     fixed_iterations: int | None = None) -> dict:
     """Train fold 0 for ``budget`` CPU seconds, predict imagesTs, evaluate; returns the numbers.
 
-    The budget becomes iterations through a calibration of the cost per iteration; ``fixed_iterations`` (rounded
-    down to whole epochs) replaces it, without calibrating.
+    ``sf3d_train --time-budget --budget-clock cpu`` fits its epochs to the budget as it goes; ``fixed_iterations``
+    (rounded down to whole epochs) replaces the budget.
     """
     env = dict(os.environ, SF3D_RAW=str(folder.parent), SF3D_PREPROCESSED=str(root),
                SF3D_RESULTS=str(work / "results"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     common = ["--device", "cpu", "--num-workers", "0", "--no-progress", "--val-iterations", "1"]
     if fixed_iterations is None:
-        calibration = calibrate(name, work, env, common, extra)
-        per_iteration, fixed = calibration["per_iteration"], calibration["fixed"]
-        iterations = max(ITERATIONS_PER_EPOCH, math.floor((budget - fixed) / per_iteration))
+        length = ["--time-budget", f"{budget:g}s", "--budget-clock", "cpu", "--iterations-per-epoch",
+                  str(BUDGET_ITERATIONS_PER_EPOCH)]
     else:
-        iterations, per_iteration = fixed_iterations, None
-    epochs = max(1, iterations // ITERATIONS_PER_EPOCH)
+        epochs = max(1, fixed_iterations // ITERATIONS_PER_EPOCH)
+        length = ["--epochs", str(epochs), "--iterations-per-epoch", str(ITERATIONS_PER_EPOCH), "--warmup-epochs",
+                  str(max(1, round(epochs * 10 / 250)))]
     shutil.rmtree(work / "results", ignore_errors=True)
-    wall, used = run(cli("train", name, "0", "--epochs", str(epochs), "--iterations-per-epoch",
-                         str(ITERATIONS_PER_EPOCH), "--warmup-epochs", str(max(1, round(epochs * 10 / 250))),
-                         *common, *extra), env, "sf3d_train")
+    wall, used = run(cli("train", name, "0", *length, *common, *extra), env, "sf3d_train")
+    fold_log = next((work / "results").glob("*/*/fold_0/training_log.txt"))
+    epochs_done = len(EPOCH_LINE.findall(fold_log.read_text()))
+    per_epoch = int(length[length.index("--iterations-per-epoch") + 1])
     prediction = work / "predictions"
     shutil.rmtree(prediction, ignore_errors=True)
     run(cli("predict", "-i", str(folder / "imagesTs"), "-o", str(prediction), "-d", name, "-f", "0", "--device",
@@ -170,9 +152,7 @@ def train_and_score(name: str, folder: Path, root: Path, work: Path, budget: flo
     run(cli("evaluate", str(folder / "labelsTs"), str(prediction), "-d", name, "-o", str(summary_file), "-np", "1"),
         env, "sf3d_evaluate")
     summary = json.loads(summary_file.read_text())
-    trained = epochs * ITERATIONS_PER_EPOCH
-    return {"cpu_seconds": used, "wall_seconds": wall, "iterations": trained,
-            "cpu_per_iteration": per_iteration,  # calibrated; None with --iterations
+    return {"cpu_seconds": used, "wall_seconds": wall, "iterations": epochs_done * per_epoch,
             "dice": summary["foreground_mean"]["Dice"],
             "dice_per_class": {k: v["Dice"] for k, v in summary["mean"].items()}}
 
@@ -257,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="training budget per candidate and dataset, CPU seconds (default 300)")
     parser.add_argument("--iterations", type=int,
                         help="train exactly this many iterations per candidate (whole epochs of "
-                             f"{ITERATIONS_PER_EPOCH}) instead of the CPU budget: equal iterations, no calibration")
+                             f"{ITERATIONS_PER_EPOCH}) instead of the CPU budget: equal iterations")
     parser.add_argument("--anatomy-noise", type=float, default=NOISE,
                         help=f"relative noise of the anatomy's images (default {NOISE}; 0: noise-free images of the "
                              "same cases, which shows how much of the error the noise causes)")

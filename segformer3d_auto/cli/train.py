@@ -63,6 +63,9 @@ def _main(argv: list[str] | None) -> int:
                                                                   "frozen for the first N epochs (default 0)")
     parser.add_argument("--time-budget", help="wall-clock budget (2h, 45m, 90s, 1h30m): the number of epochs is "
                                               "fitted to it, final validation included; --epochs becomes a maximum")
+    parser.add_argument("--budget-clock", choices=("wall", "cpu"),
+                        help="what --time-budget counts: wall-clock time (default) or this process's CPU time, all "
+                             "its threads (equal budgets for benchmarks on a shared machine)")
     parser.add_argument("--early-stopping", type=int, metavar="PATIENCE",
                         help="stop when the moving-average pseudo-Dice has not improved for PATIENCE epochs")
     parser.add_argument("--logger", action="append", default=[], metavar="NAME",
@@ -100,6 +103,8 @@ def _main(argv: list[str] | None) -> int:
         budget = parse_duration(args.time_budget) if args.time_budget is not None else None
     except ValueError as e:
         raise InputError(str(e)) from None
+    if args.budget_clock is not None and budget is None:
+        raise InputError("--budget-clock needs --time-budget")
     if budget is not None and args.epochs is None:
         args.epochs = BUDGET_MAX_EPOCHS
     if args.pretrained and args.lr is None:
@@ -111,7 +116,7 @@ def _main(argv: list[str] | None) -> int:
                                               "weight_decay", "warmup_epochs", "grad_clip", "head_lr_scale",
                                               "augmentation_warmup", "save_every", "mixed_precision", "num_workers",
                                               "seed", "pretrained", "configuration", "early_stopping",
-                                              "freeze_encoder_epochs")}
+                                              "freeze_encoder_epochs", "budget_clock")}
     try:
         config = TrainConfig(dataset_name="", fold=fold, device=device, time_budget=budget, loggers=loggers,
                              compile=args.compile, validate_only=args.validate_only,

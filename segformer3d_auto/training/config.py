@@ -9,6 +9,7 @@ from typing import Any
 
 from segformer3d_auto.planners.planner import CONFIGURATION
 from segformer3d_auto.training.optimizer import HEAD_LR_SCALE
+from segformer3d_auto.training.time_budget import CLOCKS
 
 FOLD_ALL = "all"
 
@@ -58,6 +59,7 @@ class TrainConfig:
     pretrained: str | None = None
     validate_only: bool = False
     time_budget: float | None = None
+    budget_clock: str = "wall"
     early_stopping: int | None = None
     freeze_encoder_epochs: int = 0
     loggers: list[str] = field(default_factory=list)
@@ -79,6 +81,8 @@ class TrainConfig:
             raise ValueError(f"oversample_foreground must be in [0, 1], got {self.oversample_foreground}")
         if self.time_budget is not None and not self.time_budget > 0:
             raise ValueError(f"time_budget must be positive seconds, got {self.time_budget}")
+        if self.budget_clock not in CLOCKS:
+            raise ValueError(f"budget_clock must be one of {', '.join(CLOCKS)}, got {self.budget_clock!r}")
         if self.early_stopping is not None and self.early_stopping < 1:
             raise ValueError(f"early_stopping (patience) must be >= 1 epoch, got {self.early_stopping}")
         if self.freeze_encoder_epochs < 0:

@@ -10,9 +10,10 @@ passing load does not move the plan. A re-plan never stops the run right after a
 last: that epoch ran mid-schedule, so one more epoch runs at the annealed learning rate (see
 :func:`segformer3d_auto.training.schedule.next_learning_rate`), even where it may end past the budget.
 
-The clock is the process's monotonic clock; what a run has spent is stored in its checkpoints, so ``--continue``
-goes on with the time that was left when the checkpoint was written (epochs lost to a crash are redone, the idle
-time between the crash and the restart is not counted).
+The clock (``--budget-clock``, :data:`CLOCKS`) is the process's monotonic clock, or its CPU time: a benchmark on a
+shared machine gives each run the same CPU seconds however busy the machine gets. What a run has spent is stored in
+its checkpoints, so ``--continue`` goes on with the time that was left when the checkpoint was written (epochs lost
+to a crash are redone, the idle time between the crash and the restart is not counted).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ SURPLUS_EPOCHS = 2
 plan and none lengthened it: ``sf3d_train --time-budget 300`` ended 17-42 s early on three datasets of
 ``benchmarks/compare_nnunet.py``."""
 _UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.monotonic, "cpu": time.process_time}
+"""What a budget counts: wall-clock seconds, or the CPU seconds of the training process (all its threads, from the
+process's start; data-loading worker processes are not counted, so ``--num-workers 0`` counts everything)."""
 
 
 def parse_duration(text: str) -> float:

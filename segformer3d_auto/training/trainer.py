@@ -53,7 +53,7 @@ from segformer3d_auto.training.pretrained import (
 from segformer3d_auto.training.progress_plot import ProgressPlot
 from segformer3d_auto.training.schedule import learning_rate, next_learning_rate, set_learning_rate
 from segformer3d_auto.training.setup import resolve_fold
-from segformer3d_auto.training.time_budget import TimeBudget, format_duration, validation_forward_passes
+from segformer3d_auto.training.time_budget import CLOCKS, TimeBudget, format_duration, validation_forward_passes
 from segformer3d_auto.training.validation import evaluate_validation, validate_fold
 
 
@@ -92,8 +92,11 @@ class Trainer:
         self._val_s_per_patch = 0.0
         self._encoder_frozen = False
         self.budget = None
+        self._clock = CLOCKS[config.budget_clock]  # what the budget counts, and the validation's cost with it
         if config.time_budget is not None:
-            self.budget = TimeBudget(config.time_budget, config.epochs, started=started)
+            # a CPU clock counts from the process's start, as the wall clock counts from the command's
+            self.budget = TimeBudget(config.time_budget, config.epochs, clock=self._clock,
+                                     started=started if config.budget_clock == "wall" else 0.0)
         self.model = self.network
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -212,7 +215,9 @@ class Trainer:
         self.stopped_early = state.get("stopped_early")
         if state.get("time_budget") and not self.config.validate_only:
             if self.budget is None:  # --continue without repeating --time-budget: the stored budget goes on
-                self.budget = TimeBudget(state["time_budget"]["total_s"], int(state["config"]["epochs"]))
+                self._clock = CLOCKS[state["config"].get("budget_clock", "wall")]
+                self.budget = TimeBudget(state["time_budget"]["total_s"], int(state["config"]["epochs"]),
+                                         clock=self._clock)
             self.budget.load_state_dict(state["time_budget"])
             self.num_epochs = int(state["schedule"]["epochs"])
             self.log.write(f"time budget: resuming with {format_duration(max(self.budget.remaining(), 0))} "
@@ -259,11 +264,12 @@ class Trainer:
             self.save(FINAL)
             (folder / LATEST).unlink(missing_ok=True)
         dist.barrier()
-        validation_start = time.monotonic()
+        validation_start = self._clock()
         summary = self.validate()
         if self.budget is not None:
-            self.log.write(f"time budget: finished after {self.budget.elapsed():.1f}s of {self.budget.total_s:.1f}s "
-                           f"(final validation {time.monotonic() - validation_start:.1f}s, estimated "
+            cpu = " of CPU time" if self._clock is CLOCKS["cpu"] else ""
+            self.log.write(f"time budget: finished after {self.budget.elapsed():.1f}s of {self.budget.total_s:.1f}s"
+                           f"{cpu} (final validation {self._clock() - validation_start:.1f}s, estimated "
                            f"{self.budget.validation_estimate():.1f}s)")
         return summary
 
@@ -331,11 +337,11 @@ class Trainer:
         with torch.no_grad():
             for _ in range(c.val_iterations):
                 data, seg = (t.to(self.device) for t in batch_to_tensors(next(val_aug)))
-                forward_start = time.monotonic()
+                forward_start = self._clock()
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     logits = self.model(data)
                 val_losses.append(float(self.loss(logits, seg)))  # float() waits for the device
-                forward_s += time.monotonic() - forward_start
+                forward_s += self._clock() - forward_start
                 counts += self.loss.dice_counts(logits, seg).cpu()
         if c.val_iterations:
             self._val_s_per_patch = forward_s / (c.val_iterations * self.batch_size)

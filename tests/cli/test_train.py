@@ -115,6 +115,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path_factory, tmp_path, cli_main):
     assert "out of range" in error("7")
     assert "expected 0..4" in error("seven")
     assert "time budget '2x'" in error("0", "--time-budget", "2x")
+    assert "--budget-clock needs --time-budget" in error("0", "--budget-clock", "cpu")
     assert "needs --pretrained" in error("0", "--freeze-encoder-epochs", "2")
     assert "patience" in error("0", "--early-stopping", "0")
     assert "augmentation_warmup" in error("0", "--augmentation-warmup", "-5")
@@ -178,6 +179,20 @@ def test_time_budget_fixes_the_epochs_anneals_and_continue_keeps_the_rest(tmp_pa
     lrs = state["logging"]["lr"]
     assert len(lrs) == 6 and lrs[-1] < 0.5 * 1e-3  # ends annealed (below half the peak), not cut off
     assert any("time budget: finished after " in line for line in lines)
+
+
+def test_a_cpu_time_budget_counts_the_process_cpu_seconds_and_is_kept_in_the_checkpoint(tmp_path_factory):
+    env = {**prepared_roots(shared_folder(tmp_path_factory, "training_data")),
+           "SF3D_RESULTS": str(tmp_path_factory.mktemp("budget_cpu"))}
+    # the imports alone take more than 1 s of CPU time: the budget binds before the first epoch ends
+    run(train_command("all", "--iterations-per-epoch", "1", "--val-iterations", "1", "--time-budget", "1s",
+                      "--budget-clock", "cpu"), env)
+    fold = Path(env["SF3D_RESULTS"]) / DATASET / "SegFormer3D__3d_fullres" / "fold_all"
+    state = torch.load(fold / "checkpoint_final.pth", weights_only=True)
+    assert state["epoch"] == 1 and state["config"]["budget_clock"] == "cpu"
+    assert state["time_budget"]["total_s"] == 1 and state["time_budget"]["spent_s"] > 0
+    finished = [line for line in _log_lines(fold) if "time budget: finished after " in line]
+    assert len(finished) == 1 and "s of 1.0s of CPU time (final validation " in finished[0]
 
 
 def test_early_stopping_still_saves_validates_and_says_why(tmp_path_factory):

@@ -31,3 +31,5 @@ def test_config_round_trips_and_checks_values():
         TrainConfig(dataset_name="D", fold=0, oversample_foreground=1.5)
     with pytest.raises(ValueError, match="augmentation_warmup"):
         TrainConfig(dataset_name="D", fold=0, augmentation_warmup=-1)
+    with pytest.raises(ValueError, match="budget_clock must be one of wall, cpu"):
+        TrainConfig(dataset_name="D", fold=0, time_budget=60.0, budget_clock="gpu")

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 import torch
 
 from segformer3d_auto.training.schedule import next_learning_rate
 from segformer3d_auto.training.time_budget import (
+    CLOCKS,
     TimeBudget,
     format_duration,
     parse_duration,
@@ -34,6 +36,16 @@ def test_durations_parse_and_print():
         with pytest.raises(ValueError):
             parse_duration(bad)
     assert format_duration(3725) == "1h02m05s" and format_duration(95.4) == "1m35s" and format_duration(42) == "42s"
+
+
+def test_the_cpu_clock_counts_work_and_not_waiting():
+    # a process blocked for 0.3 s of wall time cannot be given 0.3 s of CPU time, on any machine however loaded
+    wall, cpu = CLOCKS["wall"](), CLOCKS["cpu"]()
+    time.sleep(0.3)
+    assert CLOCKS["wall"]() - wall >= 0.3 and CLOCKS["cpu"]() - cpu < 0.15
+    cpu = CLOCKS["cpu"]()
+    total = sum(i * i for i in range(2_000_000))  # work: the CPU clock moves
+    assert total > 0 and CLOCKS["cpu"]() > cpu
 
 
 def test_plan_fills_the_remaining_time_after_validation():
