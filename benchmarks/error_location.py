@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha")
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def label_boundary(seg: np.ndarray) -> np.ndarray:
     """Voxels of ``seg`` that have a face neighbour with another label (the array's own edge is no boundary)."""
@@ -63,10 +62,6 @@ def error_location(reference: np.ndarray, prediction: np.ndarray, min_region: in
             "regions": int(count), "boundary": int(boundary.sum())}
 
 
-def _cases(folder: Path) -> dict[str, Path]:
-    return {path.name: path for path in sorted(folder.iterdir()) if path.name.endswith(ENDINGS)}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("labels", type=Path, help="folder of reference label maps")
@@ -76,31 +71,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.min_region < 1:
         parser.error("--min-region must be at least 1")
-    for folder in (args.labels, args.predictions):
-        if not folder.is_dir():
-            parser.error(f"{folder}: no such folder")
-    import SimpleITK as sitk
+    from segformer3d_auto.dataset.image_io import SUPPORTED_ENDINGS, file_ending, read_segmentation
+    from segformer3d_auto.errors import InputError
+    from segformer3d_auto.evaluation.evaluate_folder import match_files
 
-    references, predictions = _cases(args.labels), _cases(args.predictions)
-    names = sorted(set(references) & set(predictions))
-    if not names:
-        parser.error(f"{args.predictions}: no label map with the name of one in {args.labels}")
+    endings = sorted({file_ending(path) for path in args.labels.iterdir()} - {None}) if args.labels.is_dir() else []
+    if not endings:
+        raise InputError(f"{args.labels}: no label maps ({', '.join(SUPPORTED_ENDINGS)})")
+    # the cases predicted, as sf3d_evaluate --allow-missing pairs them
+    pairs = [pair for ending in endings for pair in match_files(args.labels, args.predictions, ending, True)]
     total: dict[str, float] = {}
     print(f"| case | error voxels | on a boundary | within 1 voxel | in regions > {args.min_region} | regions | "
           "boundary voxels wrong |")
     print("|---|---|---|---|---|---|---|")
-    for name in names:
-        reference = sitk.GetArrayFromImage(sitk.ReadImage(str(references[name])))
-        prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(predictions[name])))
+    for reference_file, prediction_file in pairs:
+        reference, prediction = read_segmentation(reference_file)[0], read_segmentation(prediction_file)[0]
         if reference.shape != prediction.shape:
-            print(f"{predictions[name]}: shape {prediction.shape[::-1]} differs from the reference's "
-                  f"{reference.shape[::-1]}", file=sys.stderr)
-            return 2
+            raise InputError(f"{prediction_file}: shape {prediction.shape[::-1]} differs from the reference's "
+                             f"{reference.shape[::-1]}")
         counts = error_location(reference, prediction, args.min_region)
         for key, value in counts.items():
             total[key] = total.get(key, 0) + value
-        print(_row(name, counts))
-    print(_row(f"all {len(names)}", total))
+        print(_row(reference_file.name, counts))
+    print(_row(f"all {len(pairs)}", total))
     return 0
 
 
@@ -112,4 +105,6 @@ def _row(name: str, counts: dict[str, float]) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from segformer3d_auto.cli._common import run_cli
+
+    raise SystemExit(run_cli(main))

@@ -133,17 +133,17 @@ def train_and_score(name: str, folder: Path, root: Path, work: Path, budget: flo
                SF3D_RESULTS=str(work / "results"), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     common = ["--device", "cpu", "--num-workers", "0", "--no-progress", "--val-iterations", "1"]
     if fixed_iterations is None:
-        length = ["--time-budget", f"{budget:g}s", "--budget-clock", "cpu", "--iterations-per-epoch",
-                  str(BUDGET_ITERATIONS_PER_EPOCH)]
+        per_epoch = BUDGET_ITERATIONS_PER_EPOCH
+        length = ["--time-budget", f"{budget:g}s", "--budget-clock", "cpu"]
     else:
-        epochs = max(1, fixed_iterations // ITERATIONS_PER_EPOCH)
-        length = ["--epochs", str(epochs), "--iterations-per-epoch", str(ITERATIONS_PER_EPOCH), "--warmup-epochs",
-                  str(max(1, round(epochs * 10 / 250)))]
+        per_epoch = ITERATIONS_PER_EPOCH
+        epochs = max(1, fixed_iterations // per_epoch)
+        length = ["--epochs", str(epochs), "--warmup-epochs", str(max(1, round(epochs * 10 / 250)))]
+    length += ["--iterations-per-epoch", str(per_epoch)]
     shutil.rmtree(work / "results", ignore_errors=True)
     wall, used = run(cli("train", name, "0", *length, *common, *extra), env, "sf3d_train")
     fold_log = next((work / "results").glob("*/*/fold_0/training_log.txt"))
     epochs_done = len(EPOCH_LINE.findall(fold_log.read_text()))
-    per_epoch = int(length[length.index("--iterations-per-epoch") + 1])
     prediction = work / "predictions"
     shutil.rmtree(prediction, ignore_errors=True)
     run(cli("predict", "-i", str(folder / "imagesTs"), "-o", str(prediction), "-d", name, "-f", "0", "--device",

@@ -15,6 +15,7 @@ EPILOG = """examples:
   sf3d_train 501 0 --continue              resume after a crash or Ctrl-C
   sf3d_train 501 0 --validate-only         re-run the final validation
   sf3d_train 501 0 --time-budget 2h        as many epochs as fit in 2 hours (also 45m, 90s, 1h30m)
+  sf3d_train 501 0 --time-budget 300s --budget-clock cpu    300 s of this process's CPU time, not wall time
   sf3d_train 501 0 --early-stopping 20     stop when the moving-average pseudo-Dice stalls for 20 epochs
   sf3d_train 502 0 --pretrained $SF3D_RESULTS/Dataset501_X/SegFormer3D__3d_fullres/fold_all/checkpoint_final.pth
                                            fine-tune (other channels/classes adapted; lr 1e-4 by default)
