@@ -23,6 +23,7 @@ from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+
 def label_boundary(seg: np.ndarray) -> np.ndarray:
     """Voxels of ``seg`` that have a face neighbour with another label (the array's own edge is no boundary)."""
     boundary = np.zeros(seg.shape, dtype=bool)

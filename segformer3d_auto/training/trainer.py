@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -92,7 +93,6 @@ class Trainer:
         self._val_s_per_patch = 0.0
         self._encoder_frozen = False
         self.budget = None
-        self._clock = CLOCKS[config.budget_clock]  # what the budget counts, and the validation's cost with it
         if config.time_budget is not None:
             # a CPU clock counts from the process's start, as the wall clock counts from the command's
             self.budget = TimeBudget(config.time_budget, config.epochs, clock=self._clock,
@@ -180,6 +180,11 @@ class Trainer:
         """Differs per rank and per epoch of the loaders' start, so that a resumed run draws new patches."""
         return self.config.seed + 100003 * self.rank + 1009 * self.epoch
 
+    @property
+    def _clock(self) -> Callable[[], float]:
+        """What the time budget counts (``--budget-clock``), and the validation's cost with it."""
+        return CLOCKS[self.config.budget_clock]
+
     # ---------------------------------------------------------------------------------------------- resume
     def state_dict(self) -> dict[str, Any]:
         """Plain checkpoint content (tensors, numbers, strings, lists, dicts only)."""
@@ -214,10 +219,13 @@ class Trainer:
         self.log.load_state_dict(state.get("logging", {}), self.epoch)
         self.stopped_early = state.get("stopped_early")
         if state.get("time_budget") and not self.config.validate_only:
-            if self.budget is None:  # --continue without repeating --time-budget: the stored budget goes on
-                self._clock = CLOCKS[state["config"].get("budget_clock", "wall")]
-                self.budget = TimeBudget(state["time_budget"]["total_s"], int(state["config"]["epochs"]),
-                                         clock=self._clock)
+            if self.budget is None:  # --continue without repeating --time-budget: the stored budget goes on, and
+                # the config says so, for the checkpoints this run writes and the --continue after them
+                stored = state["config"]
+                self.config.time_budget = float(state["time_budget"]["total_s"])
+                self.config.epochs = int(stored["epochs"])
+                self.config.budget_clock = stored.get("budget_clock", "wall")
+                self.budget = TimeBudget(self.config.time_budget, self.config.epochs, clock=self._clock)
             self.budget.load_state_dict(state["time_budget"])
             self.num_epochs = int(state["schedule"]["epochs"])
             self.log.write(f"time budget: resuming with {format_duration(max(self.budget.remaining(), 0))} "
@@ -267,7 +275,7 @@ class Trainer:
         validation_start = self._clock()
         summary = self.validate()
         if self.budget is not None:
-            cpu = " of CPU time" if self._clock is CLOCKS["cpu"] else ""
+            cpu = " of CPU time" if self.config.budget_clock == "cpu" else ""
             self.log.write(f"time budget: finished after {self.budget.elapsed():.1f}s of {self.budget.total_s:.1f}s"
                            f"{cpu} (final validation {self._clock() - validation_start:.1f}s, estimated "
                            f"{self.budget.validation_estimate():.1f}s)")

@@ -176,6 +176,9 @@ def test_time_budget_fixes_the_epochs_anneals_and_continue_keeps_the_rest(tmp_pa
     state = torch.load(fold / "checkpoint_final.pth", weights_only=True)
     assert state["epoch"] == 6 == state["schedule"]["epochs"] > killed_at
     assert state["time_budget"]["total_s"] == 1800 and 0 < state["time_budget"]["spent_s"] < 1800
+    # the resumed run's checkpoint still describes the budgeted run, so that a --continue after it goes on with it
+    assert (state["config"]["time_budget"], state["config"]["epochs"], state["config"]["budget_clock"]) == (
+        1800, 6, "wall")
     lrs = state["logging"]["lr"]
     assert len(lrs) == 6 and lrs[-1] < 0.5 * 1e-3  # ends annealed (below half the peak), not cut off
     assert any("time budget: finished after " in line for line in lines)
